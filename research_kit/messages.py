@@ -242,7 +242,7 @@ class Prompt(BaseModel):
 # %% ../nbs/00_messages.ipynb #cec2bb57
 class LLMResponse(BaseModel):
     "One completion from a model, with usage, cost, latency and where it came from."
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
     model_id: str  # the model that answered, e.g. 'local/gemma-3-270m' or 'openai/gpt-4o-mini'
     completion: str  # the generated text
     finish_reason: str | None = None  # 'stop', 'length', 'tool_calls', ... as the provider reports it
