@@ -216,7 +216,7 @@ class LocalProvider(CustomLLM):
         n, seed = args.pop("n"), args.pop("seed")
         text = format_transcript(messages)
         lm = LocalModel.get()
-        start, choices, prompt_tokens, completion_tokens, rid = time.perf_counter(), [], 0, 0, None
+        choices, prompt_tokens, completion_tokens, rid = [], 0, 0, None
         for i in range(n):
             try: out = lm.generate(text, seed=None if seed is None else int(seed) + i, **args)
             except ValueError as e:
