@@ -184,7 +184,7 @@ class LocalModel:
 
 # %% ../nbs/03_local.ipynb #605e2412
 _SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
-_IGNORED = ("stream_options", "user", "extra_body", "timeout")  # request plumbing, no effect on the text
+_IGNORED = ("stream_options", "user", "extra_body", "timeout", "max_retries")  # request plumbing, no effect on the text
 
 def _local_params(model: str, params: dict) -> dict:
     "Validate and translate litellm's optional params into `LocalModel.generate` arguments."

@@ -8,9 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_messages_import_does_not_import_litellm():
-    code = ("import sys, research_kit, research_kit.messages; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'llama_cpp', 'openai')))")
+def test_messages_client_cache_testing_imports_do_not_import_litellm():
+    # litellm costs seconds per process: the client imports it on its first provider call, not before
+    code = ("import sys, research_kit, research_kit.messages, research_kit.cache, research_kit.client, research_kit.testing; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'llama_cpp', 'openai', 'pandas')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
