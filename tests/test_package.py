@@ -53,4 +53,5 @@ def test_readme_matches_the_index_notebook():
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_readme.py"), "--check"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     readme = (ROOT / "README.md").read_text()
-    assert "bash scripts/test.sh" in readme and 'model="local/gemma-3-270m"' in readme
+    assert "bash scripts/test.sh" in readme and '"local/gemma-3-270m"' in readme
+    assert ".venv/bin/python tests/bench_client.py" in readme  # the benchmark command, in the development section
