@@ -15,7 +15,8 @@
 3. Size scaling: the same replay from a cache of `--cached` entries and one with `--extra` unrelated entries more,
    alternated `--reps` times, best of each. Target: big / small <= 1.5.
 All litellm hits are timed unless `--litellm-sample N` (a random N, per hit extrapolated): at ~3 ms a hit, 10,000 take ~35 s.
-Exits 1 when a target is missed. litellm's cache-hit path needs fastapi, orjson and soundfile installed.
+Exits 1 when a target is missed (not with --quick: a smoke run whose small sizes say nothing about the targets).
+litellm's cache-hit path needs fastapi, orjson and soundfile (in the dev extra).
 """
 import argparse
 import asyncio
@@ -226,7 +227,7 @@ def main():
     ap.add_argument("--extra", type=int, default=90_000, help="unrelated entries added for the size-scaling test")
     ap.add_argument("--reps", type=int, default=3, help="cached replays per cache size; the best counts")
     ap.add_argument("--litellm-sample", type=int, default=0, help="litellm hits to time, a random subset (0 = all)")
-    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run (figures only, no verdict)")
     ap.add_argument("--child", choices=["uncached-bare", "uncached-api"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
@@ -269,6 +270,9 @@ def main():
     print(f"  {'measure':52s} {'figure':>10s}  {'target':10s} result")
     for name, fig, target, ok in results:
         print(f"  {name:52s} {fig:>10s}  {target:10s} {'PASS' if ok else 'FAIL'}")
+    if args.quick:  # small sizes are dominated by fixed costs and noise: a smoke run, not a verdict
+        print("  (--quick: a smoke run at small sizes; the targets are judged only at full size, so it exits 0)")
+        sys.exit(0)
     sys.exit(0 if all(ok for *_, ok in results) else 1)
 
 
