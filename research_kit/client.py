@@ -252,7 +252,7 @@ def _resolve(self, model: str | dict, params: dict) -> _Target:
     member = dict(model) if isinstance(model, dict) else {"model": model}
     model_id = member.pop("model")
     api_base = member.get("api_base", params.get("api_base"))
-    memo = (model_id, api_base)
+    memo = (model_id, api_base, tuple(sorted((k, repr(v)) for k, v in member.items())))  # a member's own params make it its own deployment
     if memo not in self._targets:
         litellm = _litellm()
         try: name, provider, _key, base = litellm.get_llm_provider(model=model_id, api_base=api_base)
@@ -260,10 +260,8 @@ def _resolve(self, model: str | dict, params: dict) -> _Target:
             raise RequestRejected(model_id, "unknown model: litellm cannot tell its provider; write it as "
                                   "'<provider>/<model>', e.g. 'openai/gpt-4o-mini' or 'local/gemma-3-270m' "
                                   f"({type(e).__name__})") from None
-        self._targets[memo] = _Target(model_id, name, provider, base or api_base)
-    t = self._targets[memo]
-    if member and not t.params: t.params = member
-    return t
+        self._targets[memo] = _Target(model_id, name, provider, base or api_base, member)
+    return self._targets[memo]
 
 def _targets_for(self, model, params: dict) -> list[_Target]:
     if isinstance(model, ModelPool): return [self._resolve(m, params) for m in model.members]
