@@ -1,7 +1,11 @@
 """Package setup for research_kit: every field comes from settings.ini (nbdev 2 layout)."""
 from configparser import ConfigParser
 
+import shutil
+from pathlib import Path
+
 import setuptools
+from setuptools.command.build_py import build_py
 
 config = ConfigParser(delimiters=["="])
 config.read("settings.ini", encoding="utf-8")
@@ -21,7 +25,19 @@ def reqs(key):
     return cfg.get(key, "").split()
 
 
+class BuildWithExperiments(build_py):
+    "Also ship the experiment notebooks (nbs/experiments/*.ipynb) as research_kit/experiments, for `rk run NAME`."
+
+    def run(self):
+        super().run()
+        dest = Path(self.build_lib) / cfg["lib_path"] / "experiments"
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(Path(cfg.get("nbs_path", "nbs"), "experiments").glob("*.ipynb")):
+            shutil.copyfile(nb, dest / nb.name)
+
+
 setuptools.setup(
+    cmdclass={"build_py": BuildWithExperiments},
     name=cfg["lib_name"],
     version=cfg["version"],
     license=licenses.get(cfg["license"].lower(), cfg["license"]),
@@ -36,7 +52,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg["lib_name"]: ["data/*", "data/**/*"]},
     install_requires=reqs("requirements"),
-    extras_require={"dev": reqs("dev_requirements"), "local": reqs("local_requirements")},
+    extras_require={"dev": reqs("dev_requirements"), "local": reqs("local_requirements"), "dask": reqs("dask_requirements")},
     dependency_links=cfg.get("dep_links", "").split(),
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),

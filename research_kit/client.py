@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['logger', 'InferenceError', 'ProviderError', 'RateLimitExhausted', 'RequestRejected', 'InvalidResponseError',
            'BudgetExceeded', 'ModelPool', 'default_is_valid', 'InferenceAPI', 'usage', 'abatch', 'batch',
-           'to_dataframe', 'batch_df', 'explain_miss', 'close']
+           'to_dataframe', 'batch_df', 'explain_miss', 'close', 'ModelConfigError', 'check_model']
 
 # %% ../nbs/04_client.ipynb #0d05ef73
 import asyncio
@@ -27,7 +27,8 @@ from typing import Callable, Iterable, Sequence
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
-from .cache import KeyMaker, ResponseCache, is_secret_param, open_cache, output_params, redact, secret_values
+from .cache import KeyMaker, ResponseCache, open_cache, output_params
+from .config import RedactingFilter, is_secret_param, redact, secret_values
 from .messages import LLMResponse, Prompt, approx_tokens, stable_hash
 
 logger = logging.getLogger("research_kit.client")
@@ -186,19 +187,10 @@ class InferenceAPI:
                 f"cost=${self.total_cost:.4f}{budget})")
 
 # %% ../nbs/04_client.ipynb #a8632294
-class _RedactFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = redact(record.getMessage())
-        if record.exc_info and record.exc_info[1] is not None:
-            msg += "\n" + redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info, record.exc_text = None, None
-        record.msg, record.args = msg, ()
-        return True
-
 def _install_log_redaction():
     for name in ("research_kit", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "openai", "httpx", "httpcore"):
         lg = logging.getLogger(name)
-        if not any(isinstance(f, _RedactFilter) for f in lg.filters): lg.addFilter(_RedactFilter())
+        if not any(isinstance(f, RedactingFilter) for f in lg.filters): lg.addFilter(RedactingFilter())
 
 # %% ../nbs/04_client.ipynb #d989eadc
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -725,3 +717,25 @@ def close(self):
 InferenceAPI.explain_miss, InferenceAPI.close = explain_miss, close
 InferenceAPI.__enter__ = lambda self: self
 InferenceAPI.__exit__ = lambda self, *exc: self.close()
+
+# %% ../nbs/04_client.ipynb #92502a10
+class ModelConfigError(ValueError):
+    "A model that cannot be called as configured: unknown to litellm, or its key is missing."
+
+def check_model(model: str,  # a litellm model name, e.g. 'openai/gpt-4o-mini' or 'local/gemma-3-270m'
+                **params,  # the call parameters (an `api_key` here satisfies the key check)
+               ) -> str:
+    "The provider of `model`; raises ModelConfigError naming the fix when litellm cannot call it."
+    litellm = _litellm()
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        try: provider = litellm.get_llm_provider(model)[1]
+        except Exception:
+            raise ModelConfigError(f"unknown model {model!r}: litellm cannot tell which provider serves it; write provider/model "
+                                   "(e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest) or use local/gemma-3-270m") from None
+        if params.get("api_key"): return provider
+        missing = litellm.validate_environment(model).get("missing_keys") or []
+    if missing:
+        raise ModelConfigError(f"{model} needs {', '.join(missing)}, which is not set: put {missing[0]}=... in a SECRETS file "
+                               f"and pass --secrets SECRETS (or export {missing[0]})")
+    return provider

@@ -179,6 +179,7 @@ class LocalModel:
                 ) -> dict:
         "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage)."
         with self.lock:
+            self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
             return self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
                                               seed=seed if seed is not None else -1, **sampling)
 
