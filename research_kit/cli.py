@@ -121,7 +121,8 @@ def _cmd_cache(a) -> int:
     from research_kit.cache import default_cache_dir, open_cache
     cache = open_cache(a.cache_dir or default_cache_dir(), backend="redis" if a.redis_url else None, redis_url=a.redis_url)
     if cache is None: raise ValueError("caching is disabled (NO_CACHE is set); unset it to use the cache commands")
-    where = a.redis_url or (a.cache_dir or default_cache_dir())
+    from research_kit.config import redact_url
+    where = redact_url(a.redis_url) if a.redis_url else (a.cache_dir or default_cache_dir())
     try:
         if a.cache_command == "export":
             print(f"rk: exported {cache.export_jsonl(a.file)} entries from {where} to {a.file}")
@@ -147,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     if a.command is None:
         parser.print_help(); return 2
-    from research_kit.config import SecretsFileError, redact
+    from research_kit.config import SecretsFileError, redact, redact_url
     from research_kit.experiment import ConfigError
     from research_kit.runner import UsageError
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "quickstart": _cmd_quickstart, "params": _cmd_params, "cache": _cmd_cache}
     try: return handlers[a.command](a)
-    except (ConfigError, UsageError, SecretsFileError, FileNotFoundError, ValueError, ConnectionError) as e:
-        print(f"rk: error: {redact(str(e))}", file=sys.stderr)
+    except ImportError as e:
+        print(f"rk: error: {e.name or e} is not installed; for Dask sweeps: pip install \"research_kit[dask]\"", file=sys.stderr)
+        return 2
+    except (ConfigError, UsageError, SecretsFileError, ValueError, OSError) as e:  # OSError: paths, permissions, an unreachable scheduler
+        print(f"rk: error: {redact_url(redact(str(e))).splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rk: interrupted", file=sys.stderr)

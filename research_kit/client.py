@@ -723,7 +723,7 @@ class ModelConfigError(ValueError):
     "A model that cannot be called as configured: unknown to litellm, or its key is missing."
 
 def check_model(model: str,  # a litellm model name, e.g. 'openai/gpt-4o-mini' or 'local/gemma-3-270m'
-                **params,  # the call parameters (an `api_key` here satisfies the key check)
+                **params,  # the call parameters (an `api_key` or `api_base` here skips the key check)
                ) -> str:
     "The provider of `model`; raises ModelConfigError naming the fix when litellm cannot call it."
     litellm = _litellm()
@@ -733,7 +733,7 @@ def check_model(model: str,  # a litellm model name, e.g. 'openai/gpt-4o-mini' o
         except Exception:
             raise ModelConfigError(f"unknown model {model!r}: litellm cannot tell which provider serves it; write provider/model "
                                    "(e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest) or use local/gemma-3-270m") from None
-        if params.get("api_key"): return provider
+        if params.get("api_key") or params.get("api_base"): return provider  # a custom endpoint may need no key
         missing = litellm.validate_environment(model).get("missing_keys") or []
     if missing:
         raise ModelConfigError(f"{model} needs {', '.join(missing)}, which is not set: put {missing[0]}=... in a SECRETS file "

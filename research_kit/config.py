@@ -64,7 +64,9 @@ def redact_value(value, name: str = ""):
 class RedactingFilter(logging.Filter):
     "A logging filter that redacts secrets from the message and the exception text of every record."
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = redact(redact_url(record.getMessage()))
+        try: text = record.getMessage()
+        except Exception: text = f"{record.msg} {record.args}"  # a library's bad %-args must not raise in its caller
+        msg = redact(redact_url(text))
         if record.exc_info and record.exc_info[1] is not None:
             msg += "\n" + redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info, record.exc_text = None, None
@@ -94,10 +96,13 @@ def parse_env_file(path: str | Path,  # a SECRETS or .env file
         if not eq:
             raise SecretsFileError(f"{path}, line {lineno}: expected KEY=value (no '=' found); fix the line or comment it out with #")
         if not _KEY.match(key):
-            raise SecretsFileError(f"{path}, line {lineno}: {key[:40]!r} is not a valid variable name; use letters, digits and _ (e.g. OPENAI_API_KEY=...)")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"": value = value[1:-1]
-        elif value[:1] in "'\"":
-            raise SecretsFileError(f"{path}, line {lineno}: the value of {key} opens a quote it never closes; close it on the same line")
+            raise SecretsFileError(f"{path}, line {lineno}: the text before '=' is not a variable name; write NAME=value with "
+                                   "letters, digits and _ in NAME (e.g. OPENAI_API_KEY=...)")
+        if value[:1] in "'\"":
+            end = value.find(value[0], 1)
+            if end < 0 or not re.fullmatch(r"(\s+#.*)?", value[end + 1:]):
+                raise SecretsFileError(f"{path}, line {lineno}: the value of {key} opens a quote it never closes; close it on the same line")
+            value = value[1:end]
         else: value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
         out[key] = value
     return out

@@ -116,6 +116,7 @@ class ExperimentConfig:
     budget_usd: float = 0.0  # stop before spending more than this (0 = no budget)
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
     secrets_file: str = ""  # a SECRETS/.env file ('' = $RESEARCH_KIT_SECRETS, ./SECRETS, ./.env)
+    api_base: str = ""  # an OpenAI-compatible endpoint serving the models ('' = each provider's own)
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -172,8 +173,11 @@ def from_cli(cls, argv: list[str] | None = None,  # the arguments (default sys.a
     import argparse
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
     for f in dataclasses.fields(cls):
-        if f.init: parser.add_argument(f"--{f.name}", f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="VALUE",
-                                       help=f"default: {cls().__dict__[f.name]!r}" if f.name != "output_dir" else None)
+        if not f.init: continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        flags = dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"])
+        parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
+                            help="required" if default is dataclasses.MISSING else f"default: {default!r}")
     ns = parser.parse_args(argv)
     try: return cls.from_params({k: v for k, v in vars(ns).items() if v is not None})
     except ConfigError as e: parser.error(str(e))
@@ -192,6 +196,8 @@ def _git_commit(where: Path) -> dict | None:
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError): return None
 
+_UMASK = os.umask(0); os.umask(_UMASK)
+
 def atomic_write(path: Path, write, mode: str = "w"):
     "Call `write(f)` on a temp file next to `path`, then rename it over `path`: readers see the old file or the new one."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +205,7 @@ def atomic_write(path: Path, write, mode: str = "w"):
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file gets the permissions open() would give
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -266,7 +273,7 @@ def start(self):
         self._seed()
         setup_environment(self.secrets_file or None)
         from research_kit.client import check_model
-        for m in self.models: check_model(m)
+        for m in self.models: check_model(m, **({"api_base": self.api_base} if self.api_base else {}))
     except Exception as e:
         self.fail(e); raise
     self.log.info("experiment dir: %s", self.exp_dir)

@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import research_kit
-from .config import parse_env_file, redact, redact_value, register_secret, secret_values
+from .config import (find_secrets_file, is_secret_param, parse_env_file, redact, redact_url, redact_value,
+                                 register_secret, secret_values)
 from .experiment import ConfigError, atomic_write, coerce_value
 from .messages import stable_hash
 
@@ -57,7 +58,7 @@ def _declared_type(ann, value):
         try: return eval(compile(ast.Expression(ann), "<annotation>", "eval"), {"__builtins__": {}}, dict(_TYPES))
         except Exception: return None
     try: v = ast.literal_eval(value)
-    except ValueError: return None
+    except (ValueError, TypeError, SyntaxError, RecursionError): return None
     if v is None: return None
     if isinstance(v, list) and v:
         kinds = {type(x) for x in v}
@@ -135,11 +136,21 @@ def load_secrets(secrets_file: str | Path | None) -> Path | None:
     register_secret(*parse_env_file(path).values())
     return path
 
+def _register_run_secrets(secrets_file, params: dict) -> Path | None:
+    "Register every secret a run can see, so the runner can strike it from what it writes: the secrets file the kernel will read, secret-named parameters."
+    path = load_secrets(secrets_file)
+    if path is None:
+        found = find_secrets_file()  # what the kernel's setup_environment will find on its own
+        if found is not None and found.is_file(): load_secrets(found)
+    register_secret(*(v for k, v in params.items() if is_secret_param(k) and isinstance(v, str)))
+    return path
+
 def _scrub_notebook(path: Path):
     "Redact any secret value a cell printed into the executed notebook."
     if not path.exists(): return
     text = path.read_text(encoding="utf-8")
-    clean = redact(text, [s for s in secret_values() if json.dumps(s)[1:-1] == s])
+    secrets = secret_values()
+    clean = redact_url(redact(text, secrets + [json.dumps(s)[1:-1] for s in secrets]))  # as written, and as JSON escapes it
     if clean != text: atomic_write(path, lambda f: f.write(clean))
 
 def _failure_line(nb_name: str, e: Exception) -> str:
@@ -191,7 +202,7 @@ def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experime
         if value:
             if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
             params[key] = str(Path(value).absolute()) if key == "cache_dir" else value
-    secrets = load_secrets(secrets_file)
+    secrets = _register_run_secrets(secrets_file, params)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("provenance.json", "run.json"): (out / stale).unlink(missing_ok=True)
     executed = out / path.name
@@ -205,7 +216,12 @@ def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experime
                                 progress_bar=progress, log_output=log_output, start_timeout=start_timeout,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception as e:
-        error = redact(_failure_line(path.name, e))
+        error = redact(redact_url(_failure_line(path.name, e)))
+    except BaseException as e:  # interrupted or killed: leave a scrubbed notebook and a run marked failed
+        _scrub_notebook(executed)
+        run.update(status="failed", ended=_now(), error=f"interrupted ({type(e).__name__})")
+        _write_json(out / "run.json", run)
+        raise
     _scrub_notebook(executed)
     prov = _read_json(out / "provenance.json") or {}
     run.update(status="failed" if error else "complete", ended=_now(), duration_s=round(time.time() - t0, 3),
@@ -220,7 +236,8 @@ def expand_grid(grid: dict | list,  # {name: [values...]} (every combination) or
     "The parameter sets of a grid: every combination of the listed values (a non-list value is fixed)."
     import itertools
     if isinstance(grid, list):
-        if not all(isinstance(g, dict) for g in grid): raise UsageError("a list of runs must hold mappings of parameter names to values")
+        if not grid or not all(isinstance(g, dict) for g in grid):
+            raise UsageError("a list of runs must hold at least one mapping of parameter names to values")
         return [dict(g) for g in grid]
     if not isinstance(grid, dict) or not grid:
         raise UsageError("a grid maps parameter names to lists of values, e.g. {temperature: [0.0, 0.7], max_tokens: [32, 64]}")
@@ -236,6 +253,7 @@ def load_grid(path: str | Path) -> list[dict]:
     path = Path(path)
     try: text = path.read_text(encoding="utf-8")
     except FileNotFoundError: raise UsageError(f"grid file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e: raise UsageError(f"{path}: cannot read the grid file ({type(e).__name__}); give a YAML file") from None
     try: grid = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -287,14 +305,14 @@ def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment'
         except ConfigError as e: raise ConfigError(f"run {i} of the sweep: {e}") from None
     root = Path(output_dir or Path("rk_runs") / f"{path.stem}_sweep").expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
-    if secrets_file: load_secrets(secrets_file)
+    secrets_file = load_secrets(secrets_file)  # checked once, and absolute for workers elsewhere
     if redis_url: shared = {"redis_url": redis_url}
     elif cache_dir or "cache_dir" in declared: shared = {"cache_dir": str(Path(cache_dir or root / "cache").absolute())}
     else: shared = {}  # the notebook cannot take a shared cache: each run keeps its own
     for key in shared:
         if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
     varying = [k for k in dict.fromkeys(k for p in sets for k in p) if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in sets}) > 1]
-    names = [run_name(i, {k: p[k] for k in varying if k in p}) for i, p in enumerate(sets)]
+    names = [run_name(i, redact_value({k: p[k] for k in varying if k in p})) for i, p in enumerate(sets)]
     _write_json(root / "sweep.json", {"notebook": str(path), "runs": [{"name": n, "parameters": redact_value(p)} for n, p in zip(names, sets)],
                                        "backend": f"dask {scheduler}" if scheduler else f"local processes x{n_jobs}", "created": _now()})
     results, todo = {}, []
@@ -315,6 +333,11 @@ def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment'
                 gen = joblib.Parallel(n_jobs=-1 if scheduler else n_jobs, return_as="generator_unordered")(joblib.delayed(_run_one)(a) for a in todo)
                 for r in tqdm(gen, total=len(todo), desc=f"sweep {path.stem}", disable=not progress):
                     results[r.name] = r
+        except Exception as e:  # a worker died (out of memory, killed) or the cluster went away: keep what finished
+            for a in todo:
+                if a["name"] not in results:
+                    results[a["name"]] = RunResult(a["name"], a["output_dir"], "failed", redact_value(a["parameters"]),
+                                                   redact(f"the sweep lost this run: {type(e).__name__}: {e}".splitlines()[0]))
         finally:
             if client is not None: client.close()
     df = pd.DataFrame([asdict(results[n]) for n in names])

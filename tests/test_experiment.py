@@ -152,7 +152,7 @@ def test_canary_secret_reaches_no_file(tmp_path):
     token = "lab-token-5e8d2a7c9b1f"
     (tmp_path / "SECRETS").write_text(f"# keys for the test\nOPENAI_API_KEY={canary}\nLAB_SERVICE={token}\n")
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "python3"}})
-    params = nbformat.v4.new_code_cell('output_dir = "x"')
+    params = nbformat.v4.new_code_cell('output_dir = "x"\napi_key = ""  # a secret-named parameter: papermill writes its value into the notebook')
     params.metadata["tags"] = ["parameters"]
     leak = nbformat.v4.new_code_cell(textwrap.dedent("""\
         import logging, os
@@ -168,7 +168,8 @@ def test_canary_secret_reaches_no_file(tmp_path):
                    "-p", "n_prompts", "6", "--secrets", "SECRETS", "-o", "out", "-q", cwd=tmp_path)
         assert sweep.returncode == 0, sweep.stderr
         assert srv.counts["auth"] > 0 and srv.counts["ok"] > 0, srv.counts
-    leaky = rk("run", "leaky.ipynb", "--secrets", "SECRETS", "-o", "leaky", "-q", cwd=tmp_path)
+    param_key = "sk-param-91b2c3d4e5f6a7b8"
+    leaky = rk("run", "leaky.ipynb", "--secrets", "SECRETS", "-o", "leaky", "-q", "-p", "api_key", param_key, cwd=tmp_path)
     assert leaky.returncode == 0, leaky.stderr
     df = pd.read_parquet(tmp_path / "out/results/responses.parquet")
     errors = df["error"].dropna()
@@ -180,9 +181,9 @@ def test_canary_secret_reaches_no_file(tmp_path):
     assert len(list((tmp_path / "out/prompt_history").iterdir())) == srv.counts["ok"]  # one file per answered call
     for p in files:
         data = p.read_bytes()
-        assert canary.encode() not in data and token.encode() not in data, p
+        assert canary.encode() not in data and token.encode() not in data and param_key.encode() not in data, p
     for text in (sweep.stdout + sweep.stderr, leaky.stdout + leaky.stderr):
-        assert canary not in text and token not in text
+        assert canary not in text and token not in text and param_key not in text
 
 
 BAD_INPUTS = [
@@ -190,6 +191,8 @@ BAD_INPUTS = [
     ("wrong type", ["run", "prompt_sweep", "-p", "max_tokens", "many"], 2, "parameter 'max_tokens' expects an integer, got 'many'"),
     ("missing notebook", ["run", "no_such_experiment.ipynb"], 2, "notebook not found: no_such_experiment.ipynb"),
     ("grid not YAML", ["sweep", "prompt_sweep", "--grid", "grid.yaml"], 2, "grid.yaml: not valid YAML at line 2"),
+    ("empty grid", ["sweep", "prompt_sweep", "--grid", "empty.yaml"], 2, "empty.yaml: a list of runs must hold at least one mapping"),
+    ("grid is a directory", ["sweep", "prompt_sweep", "--grid", "griddir"], 2, "griddir: cannot read the grid file (IsADirectoryError)"),
     ("grid unknown parameter", ["sweep", "prompt_sweep", "--grid", "grid_names.yaml"], 2, "run 0 of the sweep: prompt_sweep.ipynb has no parameter 'temperature'"),
     ("bad secrets file", ["run", "prompt_sweep", "--secrets", "bad_secrets"], 2, "bad_secrets, line 2: expected KEY=value"),
     ("unknown model", ["run", "prompt_sweep", "-p", "model", "gpt-9000", "-o", "bad"], 1, "unknown model 'gpt-9000'"),
@@ -202,6 +205,8 @@ BAD_INPUTS = [
 def test_bad_input_one_clear_line(tmp_path, case, args, code, message):
     (tmp_path / "grid.yaml").write_text("seed: [0, 1]\nmax_tokens: 8: 16\n")
     (tmp_path / "grid_names.yaml").write_text("temperature: [0.0, 0.5]\n")
+    (tmp_path / "empty.yaml").write_text("[]\n")
+    (tmp_path / "griddir").mkdir()
     (tmp_path / "bad_secrets").write_text("OPENAI_API_KEY=sk-aaaaaaaaaaaaaaaa\nnot a key line sk-bbbbbbbbbbbbbbbb\n")
     env = {k: "" for k in os.environ if k.startswith("ANTHROPIC")}
     res = rk(*args, "-q" if args[0] == "run" else "--rerun", cwd=tmp_path, env=env)
