@@ -15,13 +15,12 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import research_kit
 from .config import (find_secrets_file, is_secret_param, parse_env_file, redact, redact_url, redact_value,
                                  register_secret, secret_values)
-from .experiment import ConfigError, atomic_write, coerce_value
+from .experiment import ConfigError, atomic_write, coerce_value, utc_now
 from .messages import stable_hash
 
 # %% ../nbs/07_runner.ipynb #f5a4abea
@@ -116,8 +115,6 @@ class RunResult:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 def default_output_dir(notebook: str | Path) -> Path:
     "Where a run goes when no output dir is given: ./rk_runs/<notebook name>."
     return Path("rk_runs") / Path(notebook).stem
@@ -207,7 +204,7 @@ def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experime
     for stale in ("provenance.json", "run.json"): (out / stale).unlink(missing_ok=True)
     executed = out / path.name
     run = {"status": "running", "notebook": str(path), "executed": str(executed), "parameters": redact_value(given),
-           "params_hash": params_hash(given), "started": _now(), "research_kit_version": research_kit.__version__}
+           "params_hash": params_hash(given), "started": utc_now(), "research_kit_version": research_kit.__version__}
     _write_json(out / "run.json", run)
     t0, error = time.time(), None
     try:
@@ -219,12 +216,12 @@ def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experime
         error = redact(redact_url(_failure_line(path.name, e)))
     except BaseException as e:  # interrupted or killed: leave a scrubbed notebook and a run marked failed
         _scrub_notebook(executed)
-        run.update(status="failed", ended=_now(), error=f"interrupted ({type(e).__name__})")
+        run.update(status="failed", ended=utc_now(), error=f"interrupted ({type(e).__name__})")
         _write_json(out / "run.json", run)
         raise
     _scrub_notebook(executed)
     prov = _read_json(out / "provenance.json") or {}
-    run.update(status="failed" if error else "complete", ended=_now(), duration_s=round(time.time() - t0, 3),
+    run.update(status="failed" if error else "complete", ended=utc_now(), duration_s=round(time.time() - t0, 3),
                model_calls=prov.get("model_calls"), cache_hits=prov.get("cache_hits"), error=error)
     _write_json(out / "run.json", run)
     return RunResult(name or out.name, str(out), run["status"], run["parameters"], error, run["model_calls"],
@@ -314,7 +311,7 @@ def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment'
     varying = [k for k in dict.fromkeys(k for p in sets for k in p) if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in sets}) > 1]
     names = [run_name(i, redact_value({k: p[k] for k in varying if k in p})) for i, p in enumerate(sets)]
     _write_json(root / "sweep.json", {"notebook": str(path), "runs": [{"name": n, "parameters": redact_value(p)} for n, p in zip(names, sets)],
-                                       "backend": f"dask {scheduler}" if scheduler else f"local processes x{n_jobs}", "created": _now()})
+                                       "backend": f"dask {scheduler}" if scheduler else f"local processes x{n_jobs}", "created": utc_now()})
     results, todo = {}, []
     for n, p in zip(names, sets):
         done = None if rerun else _finished(root / n, p)
