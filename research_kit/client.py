@@ -29,7 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_r
 
 from .cache import KeyMaker, ResponseCache, open_cache, output_params
 from .config import RedactingFilter, is_secret_param, redact, secret_values
-from .messages import LLMResponse, Prompt, approx_tokens, stable_hash
+from .messages import LLMResponse, Prompt, TokenLogprob, approx_tokens, stable_hash
 
 logger = logging.getLogger("research_kit.client")
 
@@ -362,8 +362,20 @@ def _responses(self, t: _Target, resp, k: int, latency: float) -> list[LLMRespon
             text = json.dumps([tc.model_dump() if hasattr(tc, "model_dump") else tc for tc in msg.tool_calls])
         out.append(LLMResponse(model_id=t.model_id, completion=text or "", finish_reason=c.finish_reason,
                                prompt_tokens=ptok // k + (j < ptok % k), completion_tokens=ctok // k + (j < ctok % k),
-                               cost=float(cost) / k, latency=latency, provider_id=getattr(resp, "id", None)))
+                               cost=float(cost) / k, latency=latency, provider_id=getattr(resp, "id", None),
+                               logprobs=_token_logprobs(getattr(c, "logprobs", None))))
     return out
+
+def _get(obj, name, default=None):
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+def _token_logprobs(lp) -> tuple[TokenLogprob, ...] | None:
+    "A choice's OpenAI-style `logprobs.content` as TokenLogprobs (None when the provider sent none)."
+    content = _get(lp, "content") if lp is not None else None
+    if not content: return None
+    return tuple(TokenLogprob(token=_get(e, "token") or "", logprob=float(_get(e, "logprob", 0.0)),
+                              top=tuple((_get(a, "token") or "", float(_get(a, "logprob", 0.0))) for a in (_get(e, "top_logprobs") or ())))
+                 for e in content)
 
 async def _provider_call(self, t: _Target, messages: list[dict], k: int, params: dict, prompt_tokens: int) -> list[LLMResponse]:
     "One litellm request for k samples, under the budget, the rate limits and bounded retries (caller holds the slots)."

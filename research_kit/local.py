@@ -137,6 +137,48 @@ def _silence_llama_cpp(llama_cpp):
         _log_callback = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
+class _LogprobRecorder:
+    """A llama.cpp logits processor that records, at each generated position, the logprob of the token chosen
+    there and the `k` most likely tokens. It returns the logits untouched, so sampling is unchanged."""
+    def __init__(self, llm, k: int):
+        import numpy as np
+        self.np, self.llm, self.k = np, llm, max(0, min(int(k), 20))
+        self.steps = []  # (log-sum-exp, top ids, top logprobs) per position
+        self.prev = None  # the previous position's logits, until the token chosen there is known
+        self.chosen = []  # (token id, logprob) chosen at positions 0..len-2 (read back from the input ids)
+
+    def __call__(self, input_ids, logits):
+        np = self.np
+        if self.prev is not None:  # the token chosen at the previous position is now the last input id
+            tok = int(input_ids[-1])
+            self.chosen.append((tok, float(self.prev[tok]) - self.steps[-1][0]))
+        m = float(logits.max())
+        lse = m + float(np.log(np.exp(logits - m, dtype=np.float64).sum()))
+        top = np.argpartition(-logits, self.k)[:self.k] if self.k else np.empty(0, dtype=int)
+        top = top[np.argsort(-logits[top], kind="stable")]
+        self.steps.append((lse, top.tolist(), (logits[top] - lse).tolist()))
+        self.prev = logits.copy()
+        return logits
+
+    def _piece(self, tok: int) -> bytes: return self.llm.detokenize([tok])
+
+    def finish(self, text: str) -> list[dict]:
+        "OpenAI-style logprob entries for the tokens that make up `text` (tokens cut by a stop sequence are dropped)."
+        target, out, done = text.encode("utf-8"), [], b""
+        chosen = list(self.chosen)
+        if len(chosen) < len(self.steps) and self.prev is not None:  # the last token is never fed back: find it in the text
+            rest = target[len(b"".join(self._piece(t) for t, _ in chosen)):]
+            ids = self.llm.tokenize(rest, add_bos=False, special=False) if rest else []
+            if len(ids) == 1 and self._piece(ids[0]) == rest:
+                chosen.append((ids[0], float(self.prev[ids[0]]) - self.steps[-1][0]))
+        for (tok, lp), (_, ids, lps) in zip(chosen, self.steps):
+            piece = self._piece(tok)
+            if not piece or not target.startswith(done + piece): break
+            done += piece
+            out.append({"token": piece.decode("utf-8", "replace"), "logprob": lp,
+                        "top_logprobs": [{"token": self._piece(i).decode("utf-8", "replace"), "logprob": l} for i, l in zip(ids, lps)]})
+        return out
+
 class LocalModel:
     "The embedded Gemma 3 270M: one llama.cpp instance per process behind a lock."
     _instance = None
@@ -175,13 +217,18 @@ class LocalModel:
                  temperature: float = DEFAULT_TEMPERATURE,  # 0 = greedy and deterministic
                  stop: list[str] | None = None,  # stop sequences (not included in the output)
                  seed: int | None = None,  # sampling seed; same seed + same prompt = same text
+                 top_logprobs: int | None = None,  # also return each token's logprob and this many alternatives
                  **sampling,  # top_p, top_k, min_p, repeat_penalty, presence_penalty, frequency_penalty
                 ) -> dict:
-        "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage)."
+        "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage), plus `token_logprobs` when asked."
         with self.lock:
             self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
-            return self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
-                                              seed=seed if seed is not None else -1, **sampling)
+            rec = _LogprobRecorder(self.llm, top_logprobs) if top_logprobs is not None else None
+            out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
+                                             seed=seed if seed is not None else -1,
+                                             logits_processor=[rec] if rec else None, **sampling)
+            if rec is not None: out["token_logprobs"] = rec.finish(out["choices"][0]["text"])
+            return out
 
 # %% ../nbs/03_local.ipynb #605e2412
 _SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
@@ -202,9 +249,14 @@ def _local_params(model: str, params: dict) -> dict:
     stop = params.pop("stop", None) or []
     out["stop"] = list(_TRANSCRIPT["stop"]) + ([stop] if isinstance(stop, str) else list(stop))
     out.update({k: params.pop(k) for k in _SAMPLING if k in params})
+    want_lp, k = params.pop("logprobs", False), params.pop("top_logprobs", None)
+    if want_lp or k:
+        if k is not None and not (0 <= int(k) <= 20):
+            raise litellm.BadRequestError(f"top_logprobs must be between 0 and 20, got {k}", model=model, llm_provider="local")
+        out["top_logprobs"] = int(k or 0)
     if params:
         raise litellm.UnsupportedParamsError(message=f"local/{MODEL_NAME} does not support {sorted(params)}; it accepts "
-                                             f"max_tokens, temperature, seed, stop, n, {', '.join(_SAMPLING)}",
+                                             f"max_tokens, temperature, seed, stop, n, logprobs, top_logprobs, {', '.join(_SAMPLING)}",
                                              model=model, llm_provider="local")
     if out["max_tokens"] < 1: raise litellm.BadRequestError(f"max_tokens must be >= 1, got {out['max_tokens']}", model=model, llm_provider="local")
     return out
@@ -226,8 +278,10 @@ class LocalProvider(CustomLLM):
                                                              "RESEARCH_KIT_LOCAL_N_CTX to raise it)", model=model, llm_provider="local") from None
                 raise
             c = out["choices"][0]
-            choices.append(Choices(index=i, finish_reason=c["finish_reason"] or "stop",
-                                   message=Message(role="assistant", content=c["text"].strip())))
+            choice = Choices(index=i, finish_reason=c["finish_reason"] or "stop",
+                             message=Message(role="assistant", content=c["text"].strip()))
+            if "token_logprobs" in out: choice.logprobs = {"content": out["token_logprobs"]}
+            choices.append(choice)
             prompt_tokens = out["usage"]["prompt_tokens"]
             completion_tokens += out["usage"]["completion_tokens"]
             rid = rid or out["id"]

@@ -11,6 +11,7 @@ import collections
 import json
 import math
 import random
+import re
 import threading
 import time
 import uuid
@@ -74,7 +75,7 @@ def request_tokens(body: dict) -> int:
 class ScriptedServer:
     "An OpenAI-compatible chat-completions server on 127.0.0.1 that answers from a script."
     def __init__(self,
-                 reply: str | Callable[[dict], Any] = "echo",  # "echo", a fixed string, or fn(request body) -> str or dict(content=, finish_reason=)
+                 reply: str | Callable[[dict], Any] = "echo",  # "echo", a fixed string, or fn(request body + "_choice": index of the choice) -> str or dict(content=, finish_reason=, logprobs=)
                  latency: float | tuple[float, float] = 0.0,  # seconds before answering, or a (low, high) range
                  rpm: float | None = None,  # requests per minute allowed; beyond it answer 429
                  tpm: float | None = None,  # tokens per minute allowed (prompt approx + max_tokens); beyond it answer 429
@@ -129,13 +130,25 @@ class ScriptedServer:
     def __repr__(self): return f"ScriptedServer({self.url}, requests={self.requests}, counts={dict(self.counts)})"
 
 # %% ../nbs/05_testing.ipynb #69edeaa4
+def _logprobs(body: dict, t: dict) -> dict | None:
+    "OpenAI `logprobs` for a choice: the script's own list, or (when asked) word pieces that were all certain."
+    if t.get("logprobs") is not None: return {"content": t["logprobs"]}
+    if not body.get("logprobs"): return None
+    k = int(body.get("top_logprobs") or 0)
+    pieces = re.findall(r"\s*\w+|\s*[^\w\s]|\s+", t["content"])
+    return {"content": [{"token": p, "logprob": 0.0, "bytes": list(p.encode()),
+                         "top_logprobs": [{"token": p, "logprob": 0.0, "bytes": list(p.encode())}][:k]} for p in pieces]}
+
 def _completion(body: dict, texts: list[dict]) -> dict:
     ptoks = approx_tokens(_prompt_text(body))
     ctoks = sum(approx_tokens(t["content"]) for t in texts)
+    choices = []
+    for i, t in enumerate(texts):
+        c = {"index": i, "finish_reason": t.get("finish_reason", "stop"), "message": {"role": "assistant", "content": t["content"]}}
+        if (lp := _logprobs(body, t)) is not None: c["logprobs"] = lp
+        choices.append(c)
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "scripted"),
-            "choices": [{"index": i, "finish_reason": t.get("finish_reason", "stop"),
-                         "message": {"role": "assistant", "content": t["content"]}} for i, t in enumerate(texts)],
+            "model": body.get("model", "scripted"), "choices": choices,
             "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks}}
 
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> web.Response:
@@ -178,10 +191,10 @@ async def _handle_chat(self, request: web.Request) -> web.Response:
         return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
     n = int(body.get("n") or 1)
     texts = []
-    for _ in range(n):
+    for i in range(n):
         if fault == "empty": out = ""
         elif self.reply == "echo": out = _last_user_text(body)
-        elif callable(self.reply): out = self.reply(body)
+        elif callable(self.reply): out = self.reply({**body, "_choice": i})
         else: out = str(self.reply)
         texts.append(out if isinstance(out, dict) else {"content": out})
     limit = body.get("max_completion_tokens") or body.get("max_tokens")

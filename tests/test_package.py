@@ -30,7 +30,10 @@ def test_wheel_from_a_clean_tree_installs_a_working_package_with_its_data(tmp_pa
     wheel = next((tmp_path / "dist").glob("research_kit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for f in ("research_kit/messages.py", "research_kit/local.py", "research_kit/data/local_transcript.json",
-              "research_kit/data/pixel.png", "research_kit/data/example_prompts.csv", "research_kit/experiments/prompt_sweep.ipynb"):
+              "research_kit/data/pixel.png", "research_kit/data/example_prompts.csv", "research_kit/experiments/prompt_sweep.ipynb",
+              "research_kit/constitutional.py", "research_kit/data/constitutions/harmless.json",
+              "research_kit/data/constitutions/educational.json", "research_kit/data/cai_templates/comparison.jinja",
+              "research_kit/data/constitutional_prompts.csv", "research_kit/experiments/constitutional.ipynb"):
         assert f in names, f
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "rk = research_kit.cli:main" in entry_points
@@ -45,13 +48,17 @@ def test_wheel_from_a_clean_tree_installs_a_working_package_with_its_data(tmp_pa
             "print(research_kit.__file__); "
             "print(json.loads(resources.files('research_kit').joinpath('data/local_transcript.json').read_text())['human']); "
             "print(m.Prompt.user('hi').content_hash); "
-            "from research_kit.runner import resolve_notebook; print(resolve_notebook('prompt_sweep'))")
+            "from research_kit.runner import resolve_notebook; print(resolve_notebook('prompt_sweep')); "
+            "from research_kit.constitutional import Constitution, Templates, load_prompts; "
+            "print(Constitution.load('educational').source); print(Templates().path('comparison')); print(len(load_prompts()))")
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); " + code],
                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0].startswith(str(site))  # the installed copy, not the source tree
     assert out[1] == "Human"
     assert out[3] == str(site / "research_kit" / "experiments" / "prompt_sweep.ipynb")  # `rk run prompt_sweep` works installed
+    assert out[4] == str(site / "research_kit" / "data" / "constitutions" / "educational.json")
+    assert out[5] == str(site / "research_kit" / "data" / "cai_templates" / "comparison.jinja") and out[6] == "8"
 
 
 def test_readme_matches_the_index_notebook():
