@@ -441,6 +441,7 @@ async def acritique_revision(api,  # an InferenceAPI
     c, t = as_constitution(constitution), templates if isinstance(templates, Templates) else Templates(templates)
     if not isinstance(n_revisions, int) or n_revisions < 0: raise ValueError(f"n_revisions must be a whole number >= 0, got {n_revisions!r}")
     pool, table = _principle_pool(c, principles), _prompt_table(prompts, prompt_column, id_column)
+    params = {"drop_params": True, **params}
     bar = _bar(len(table) * (1 + 2 * n_revisions), f"critique/revision x{n_revisions}", progress)
     try:
         chains = await asyncio.gather(*(_chain(api, c, t, pid, text, model, n_revisions, pool, seed, n_few_shots, params, bar)
@@ -522,7 +523,7 @@ async def _judge(api, c, t, feedback_model, pid, text, i, j, ans_i, ans_j, cp, o
     from research_kit.client import InferenceError
     first, second = (ans_i, ans_j) if order == "AB" else (ans_j, ans_i)
     conv = comparison_prompt(c, t, text, first, second, cp, chain_of_thought, n_few_shots)
-    fb = {"temperature": 0.0, "max_tokens": 384 if chain_of_thought else 16, "seed": seed, **params}
+    fb = {"temperature": 0.0, "max_tokens": 384 if chain_of_thought else 16, "seed": seed, "drop_params": True, **params}
     if use_logprobs: fb.update(logprobs=True, top_logprobs=fb.get("top_logprobs", 5))
     row = {"prompt_id": pid, "prompt": text, "i": i, "j": j, "principle_id": cp.id, "order": order, "verdict": None,
            "p_i": None, "soft": False, "parsed": False, "raw": None, "error": None, "feedback_model": feedback_model}
@@ -644,6 +645,7 @@ async def apreferences(api,  # an InferenceAPI
         raise ValueError(f"n_principles must be a whole number >= 1, or None for every principle, got {n_principles!r}")
     pool, clamp, table = _comparison_pool(c, principles), _check_clamp(clamp), _prompt_table(prompts, prompt_column, id_column)
     feedback_model = feedback_model or model
+    params = {"drop_params": True, **params}
     fparams = {**{k_: v for k_, v in params.items() if k_ in ("api_base", "api_key")}, **(feedback_params or {})}
     per_pair = (len(pool) if n_principles is None else min(n_principles, len(pool))) * (2 if both_orders else 1)
     bar = _bar(len(table) * (1 + per_pair * k * (k - 1) // 2), "preferences", progress)
