@@ -18,10 +18,9 @@ import math
 import random
 import re
 import shutil
-from dataclasses import dataclass, field, fields, replace
-from importlib import resources
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import research_kit
 from .messages import ChatMessage, LLMResponse, Prompt, stable_hash
