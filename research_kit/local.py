@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODEL_NAME', 'INSTALL_HINT', 'DEFAULT_MAX_TOKENS', 'DEFAULT_TEMPERATURE', 'LocalModelUnavailable', 'model_dir',
-           'model_path', 'load_transcript', 'format_transcript', 'LocalModel', 'LocalProvider', 'register']
+           'model_path', 'load_transcript', 'format_transcript', 'LocalBuildUnsupported', 'LocalModel', 'LocalProvider',
+           'register']
 
 # %% ../nbs/03_local.ipynb #d98f33aa
 import asyncio
@@ -15,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from importlib import resources
+from importlib import resources, util
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches its price table on import
@@ -24,6 +25,7 @@ import litellm
 from litellm import CustomLLM
 from litellm.types.utils import Choices, Message, ModelResponse, Usage
 
+from . import llama_probe
 from .messages import Prompt
 
 # %% ../nbs/03_local.ipynb #8df1e7dc
@@ -120,6 +122,17 @@ def format_transcript(messages: list[dict],  # OpenAI-format chat messages
         lines.append(f"{t['assistant']}:")
     return "\n".join(lines)
 
+# %% ../nbs/03_local.ipynb #prb00030
+class LocalBuildUnsupported(LocalModelUnavailable):
+    "The installed llama-cpp-python build is killed on this CPU with every setting: it must be rebuilt."
+
+def _broken_message(v: dict) -> str:
+    setting = lambda p: {True: "on", False: "off"}.get(p["extra_bufts"], p["mode"])  # None: killed before it said
+    tried = "; ".join(f"extra buffer types {setting(p)}: {p['outcome']}" for p in v["probes"])
+    return (f"local/{MODEL_NAME} cannot run on this CPU: the installed llama-cpp-python build was killed when a test "
+            f"process loaded the model ({tried}); it was probably compiled for another CPU (a wheel from pip's cache or "
+            f"an image built elsewhere). Rebuild it for any CPU of this kind: {llama_probe.rebuild_command()}")
+
 # %% ../nbs/03_local.ipynb #7236fd98
 DEFAULT_MAX_TOKENS = 256  # when the caller gives no max_tokens
 DEFAULT_TEMPERATURE = 0.8  # llama.cpp's default; pass temperature=0 for deterministic greedy decoding
@@ -185,14 +198,18 @@ class LocalModel:
     _instance_lock = threading.Lock()
 
     def __init__(self, path: Path | None = None, n_ctx: int | None = None):
-        llama_cpp = _require("llama_cpp")
-        _silence_llama_cpp(llama_cpp)
+        if util.find_spec("llama_cpp") is None: _require("llama_cpp")  # the install hint, before anything else
         self.path = Path(path or model_path())
+        self.verdict = llama_probe.verdict(self.path)  # a child tries this build first: its crash is not ours
+        if self.verdict["status"] == "broken": raise LocalBuildUnsupported(_broken_message(self.verdict))
+        _silence_llama_cpp(_require("llama_cpp"))
+        self.extra_bufts = self.verdict["extra_bufts"]
+        if self.extra_bufts is None: self.extra_bufts = llama_probe.choose(llama_probe.system_info())  # inconclusive
         self.n_ctx = int(n_ctx or os.environ.get("RESEARCH_KIT_LOCAL_N_CTX", 4096))
         self.n_threads = _n_threads()
         self.lock = threading.Lock()
-        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                   n_threads_batch=self.n_threads, verbose=False)
+        self.llm = llama_probe.load_llama(self.path, self.extra_bufts, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                          n_threads_batch=self.n_threads)
 
     @classmethod
     def get(cls) -> "LocalModel":
