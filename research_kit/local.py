@@ -285,7 +285,9 @@ class LocalProvider(CustomLLM):
         args = _local_params(model, dict(optional_params))
         n, seed = args.pop("n"), args.pop("seed")
         text = format_transcript(messages)
-        lm = LocalModel.get()
+        try: lm = LocalModel.get()
+        except LocalModelUnavailable as e:  # not installed, or a build that cannot run here: retrying cannot help
+            raise litellm.NotFoundError(str(e), model=model, llm_provider="local") from None
         choices, prompt_tokens, completion_tokens, rid = [], 0, 0, None
         for i in range(n):
             try: out = lm.generate(text, seed=None if seed is None else int(seed) + i, **args)

@@ -106,7 +106,9 @@ def test_the_error_reaches_a_caller_of_inferenceapi_as_an_exception_not_a_dead_p
             "except Exception as e: print('raised', type(e).__name__, str(e).splitlines()[0])\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.startswith("raised") and "cannot run on this CPU" in p.stdout and "GGML_NATIVE=OFF" in p.stdout, p.stdout
+    assert p.stdout.startswith("raised RequestRejected") and "cannot run on this CPU" in p.stdout, p.stdout
+    assert "GGML_NATIVE=OFF" in p.stdout and p.stdout.rstrip().endswith("(after 1 attempt)"), p.stdout  # no retries
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
 VERDICT_CHILD = """
