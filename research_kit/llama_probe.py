@@ -8,6 +8,7 @@ __all__ = ['ENV_VAR', 'PREFERRED', 'PROBE_CHILD', 'forced_setting', 'has_amx', '
            'verdict', 'rebuild_command']
 
 # %% ../nbs/03a_llama_probe.ipynb #prb00002
+import ctypes
 import hashlib
 import json
 import os
@@ -52,15 +53,24 @@ def system_info() -> str:
 
 # %% ../nbs/03a_llama_probe.ipynb #prb00009
 _params_lock = threading.Lock()
+_log_callback = None
+
+def _silence(llama_cpp):
+    "Route llama.cpp's log lines to nowhere (it writes to stderr even with verbose=False)."
+    global _log_callback
+    if _log_callback is None:
+        _log_callback = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 def load_llama(path: str | Path,  # the GGUF file
                extra_bufts: bool,  # llama.cpp's extra buffer types (AMX, CPU weight repacking) on or off
                **kwargs,  # everything else llama_cpp.Llama takes (n_ctx, n_threads, ...)
               ):
-    "A `llama_cpp.Llama` with the extra buffer types on or off."
+    "A `llama_cpp.Llama` with the extra buffer types on or off, and llama.cpp's log lines silenced."
     import llama_cpp
     import llama_cpp.llama_cpp as lib
     with _params_lock:
+        _silence(llama_cpp)
         default = lib.llama_model_default_params
         def params():
             p = default(); p.use_extra_bufts = extra_bufts

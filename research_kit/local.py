@@ -10,7 +10,6 @@ __all__ = ['MODEL_NAME', 'INSTALL_HINT', 'DEFAULT_MAX_TOKENS', 'DEFAULT_TEMPERAT
 # %% ../nbs/03_local.ipynb #d98f33aa
 import asyncio
 import atexit
-import ctypes
 import json
 import os
 import threading
@@ -141,15 +140,6 @@ def _n_threads() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
-_log_callback = None
-
-def _silence_llama_cpp(llama_cpp):
-    "Route llama.cpp's log lines to nowhere (it writes to stderr even with verbose=False)."
-    global _log_callback
-    if _log_callback is None:
-        _log_callback = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
 class _LogprobRecorder:
     """A llama.cpp logits processor that records, at each generated position, the logprob of the token chosen
     there and the `k` most likely tokens. It returns the logits untouched, so sampling is unchanged."""
@@ -202,7 +192,6 @@ class LocalModel:
         self.path = Path(path or model_path())
         self.verdict = llama_probe.verdict(self.path)  # a child tries this build first: its crash is not ours
         if self.verdict["status"] == "broken": raise LocalBuildUnsupported(_broken_message(self.verdict))
-        _silence_llama_cpp(_require("llama_cpp"))
         self.extra_bufts = self.verdict["extra_bufts"]
         if self.extra_bufts is None: self.extra_bufts = llama_probe.choose(llama_probe.system_info())  # inconclusive
         self.n_ctx = int(n_ctx or os.environ.get("RESEARCH_KIT_LOCAL_N_CTX", 4096))
