@@ -126,10 +126,12 @@ class LocalBuildUnsupported(LocalModelUnavailable):
     "The installed llama-cpp-python build is killed on this CPU with every setting: it must be rebuilt."
 
 def _broken_message(v: dict) -> str:
-    setting = lambda p: {True: "on", False: "off"}.get(p["extra_bufts"], p["mode"])  # None: killed before it said
-    tried = "; ".join(f"extra buffer types {setting(p)}: {p['outcome']}" for p in v["probes"])
-    return (f"local/{MODEL_NAME} cannot run on this CPU: the installed llama-cpp-python build was killed when a test "
-            f"process loaded the model ({tried}); it was probably compiled for another CPU (a wheel from pip's cache or "
+    def step(p):  # the setting the child used, or asked for; None: killed before it said
+        used = p["extra_bufts"] if p["extra_bufts"] is not None else {"on": True, "off": False}.get(p["mode"])
+        return "before it reported its build" if used is None else f"extra buffer types {'on' if used else 'off'}"
+    tried = "; ".join(f"{step(p)}: {p['outcome']}" for p in v["probes"])
+    return (f"local/{MODEL_NAME} cannot run on this CPU: the installed llama-cpp-python build was killed in a test "
+            f"process ({tried}); it was probably compiled for another CPU (a wheel from pip's cache or "
             f"an image built elsewhere). Rebuild it for any CPU of this kind: {llama_probe.rebuild_command()}")
 
 # %% ../nbs/03_local.ipynb #7236fd98
