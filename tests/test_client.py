@@ -43,7 +43,9 @@ def run_child(code: str, env: dict | None = None, timeout: float = 300) -> subpr
 def test_faults_end_in_a_response_or_a_typed_error(tmp_path):
     faults = {"500": 0.05, "503": 0.05, "timeout": 0.05, "malformed": 0.05, "empty": 0.05}  # 25% of requests
     prompts = [f"fault test prompt {i}" for i in range(500)]
-    api = InferenceAPI(cache_dir=tmp_path / "cache", timeout=0.5, max_attempts=4, max_invalid_retries=2,
+    # timeout: well under hang_s, so a hang is a timeout, and well over what a request waits for the CPU on a busy
+    # 2-core machine (at 0.5 s, CI saw a few calls time out before the in-process server had read them)
+    api = InferenceAPI(cache_dir=tmp_path / "cache", timeout=1.5, max_attempts=4, max_invalid_retries=2,
                        backoff_initial=0.01, backoff_max=0.1, concurrency=50)
     with ScriptedServer(faults=faults, hang_s=3, seed=7) as srv:
         results = api.batch(prompts, "openai/m", errors="return", progress=False, **srv.params)
