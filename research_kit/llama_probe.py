@@ -119,6 +119,11 @@ def _child_env() -> dict:
     root = str(Path(util.find_spec("research_kit").origin).parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
 
+def _no_core_dump():
+    "In the child, before it runs: a child killed by the CPU leaves no core file in the caller's working directory."
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
 def run_probe(path: str | Path,  # the GGUF file
               mode: str,  # 'auto' (`choose` by the build's system info), 'on' or 'off'
               timeout: float = 120,  # seconds before a hung child counts as dead
@@ -128,7 +133,8 @@ def run_probe(path: str | Path,  # the GGUF file
     t0, rc = time.perf_counter(), None
     try:
         p = subprocess.run([sys.executable, "-c", child or PROBE_CHILD, str(path), mode], capture_output=True, text=True,
-                           timeout=timeout, env=_child_env(), stdin=subprocess.DEVNULL)
+                           timeout=timeout, env=_child_env(), stdin=subprocess.DEVNULL,
+                           preexec_fn=_no_core_dump if os.name == "posix" else None)
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         out, err = (x.decode() if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr))
