@@ -119,9 +119,11 @@ def _child_env() -> dict:
     root = str(Path(util.find_spec("research_kit").origin).parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
 
+try: import resource  # imported here, not in the forked child, where an import could wait on a lock forever
+except ImportError: resource = None  # Windows
+
 def _no_core_dump():
     "In the child, before it runs: a child killed by the CPU leaves no core file in the caller's working directory."
-    import resource
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 def run_probe(path: str | Path,  # the GGUF file
@@ -134,7 +136,7 @@ def run_probe(path: str | Path,  # the GGUF file
     try:
         p = subprocess.run([sys.executable, "-c", child or PROBE_CHILD, str(path), mode], capture_output=True, text=True,
                            timeout=timeout, env=_child_env(), stdin=subprocess.DEVNULL,
-                           preexec_fn=_no_core_dump if os.name == "posix" else None)
+                           preexec_fn=_no_core_dump if resource else None)
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         out, err = (x.decode() if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr))
