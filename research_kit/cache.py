@@ -4,20 +4,21 @@
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'TRANSPORT_PARAMS', 'output_params', 'key_parts', 'cache_key', 'KeyMaker', 'CacheEntry',
-           'ResponseCache', 'default_cache_dir', 'DiskCache', 'RedisCache', 'open_cache', 'export_jsonl',
-           'import_jsonl', 'MissExplanation', 'explain_miss']
+           'ResponseCache', 'default_cache_dir', 'DiskCache', 'RedisCache', 'open_cache', 'MissExplanation']
 
 # %% ../nbs/02_cache.ipynb #b92eaf09
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from fastcore.basics import patch
+
+from .basics import atomic_write, user_dir
 from .messages import LLMResponse, Prompt, stable_hash
 
 # %% ../nbs/02_cache.ipynb #79f2a53c
@@ -44,6 +45,7 @@ def output_params(params: dict,  # generation parameters as passed to litellm
     return {k: _jsonable(k, v) for k, v in sorted(params.items())
             if v is not None and k not in TRANSPORT_PARAMS and not is_secret_param(k)}
 
+# %% ../nbs/02_cache.ipynb #e3306956
 def key_parts(model: str,  # the model name the provider sees, e.g. 'gpt-4o-mini'
               provider: str,  # the litellm provider, e.g. 'openai', 'local'
               api_base: str | None,  # the endpoint, when not the provider's default
@@ -83,6 +85,19 @@ class KeyMaker:
         return hashlib.sha256(f"{self._head}{prompt_hash}{self._mid}{int(sample)}}}".encode()).hexdigest()
 
 # %% ../nbs/02_cache.ipynb #98dc938c
+def _entry_text(parts: dict, response: LLMResponse) -> str:
+    return (response.model_dump_json(exclude={"cached"}) + "\n" +
+            json.dumps({"parts": parts, "created": time.time()}, ensure_ascii=False))
+
+def _split(raw: str) -> tuple[LLMResponse, dict]:
+    resp, meta = raw.split("\n", 1)
+    return LLMResponse.model_validate_json(resp), json.loads(meta)
+
+def _decode(raw: str) -> LLMResponse:
+    "The response of an entry, marked cached: the first line is a JSON object without 'cached', so add it."
+    return LLMResponse.model_validate_json(raw[:raw.index("\n") - 1] + ',"cached":true}')
+
+# %% ../nbs/02_cache.ipynb #afd05d2d
 @dataclass
 class CacheEntry:
     "One cached sample: its key, the parts the key was made from, and the response."
@@ -95,58 +110,53 @@ class CacheEntry:
         return json.dumps({"key": self.key, "parts": self.parts, "response": self.response.model_dump(mode="json"),
                            "created": self.created}, ensure_ascii=False, sort_keys=True)
 
-def _entry_text(parts: dict, response: LLMResponse) -> str:
-    return (response.model_dump_json(exclude={"cached"}) + "\n" +
-            json.dumps({"parts": parts, "created": time.time()}, ensure_ascii=False))
-
-def _split(raw: str) -> tuple[LLMResponse, dict]:
-    resp, meta = raw.split("\n", 1)
-    return LLMResponse.model_validate_json(resp), json.loads(meta)
-
 class ResponseCache:
-    "A key -> response store; subclasses implement the `_get`, `_get_many`, `_set`, `_delete`, `_items`, `__len__` text moves."
+    "A key -> response store; subclasses implement the `_get`, `_get_many`, `_set`, `_set_many`, `_delete`, `_items`, `__len__` text moves."
     backend = "?"
-
-    def get(self, key: str) -> LLMResponse | None:
-        "The cached response for `key` (marked `cached=True`), or None."
-        raw = self._get(key)
-        return None if raw is None else _decode(raw)
-
-    def get_many(self, keys: list[str]) -> list[LLMResponse | None]:
-        "Responses for several keys at once (None where missing); one round trip where the backend allows."
-        return [None if raw is None else _decode(raw) for raw in self._get_many(keys)]
-
-    def put(self, key: str, parts: dict, response: LLMResponse):
-        "Store `response` under `key` (one atomic write)."
-        self._set(key, _entry_text(parts, response))
-
-    def put_many(self, items: Iterable[tuple[str, dict, LLMResponse]]):
-        "Store many (key, parts, response) at once: one transaction (disk) or one pipeline (Redis)."
-        self._set_many([(k, _entry_text(p, r)) for k, p, r in items])
-
-    def delete(self, key: str): self._delete(key)
-
-    def entries(self) -> Iterator[CacheEntry]:
-        "Every entry, in no particular order."
-        for key, raw in self._items():
-            resp, meta = _split(raw)
-            yield CacheEntry(key=key, parts=meta["parts"], response=resp, created=meta.get("created", 0.0))
 
     def __contains__(self, key: str) -> bool: return self._get(key) is not None
 
     def __repr__(self): return f"{type(self).__name__}({self.location}, entries={len(self)})"
 
-def _decode(raw: str) -> LLMResponse:
-    "The response of an entry, marked cached: the first line is a JSON object without 'cached', so add it."
-    return LLMResponse.model_validate_json(raw[:raw.index("\n") - 1] + ',"cached":true}')
+# %% ../nbs/02_cache.ipynb #8f876360
+@patch
+def put(self: ResponseCache, key: str, parts: dict, response: LLMResponse):
+    "Store `response` under `key` (one atomic write)."
+    self._set(key, _entry_text(parts, response))
+
+@patch
+def put_many(self: ResponseCache, items: Iterable[tuple[str, dict, LLMResponse]]):
+    "Store many (key, parts, response) at once: one transaction (disk) or one pipeline (Redis)."
+    self._set_many([(k, _entry_text(p, r)) for k, p, r in items])
+
+@patch
+def delete(self: ResponseCache, key: str): self._delete(key)
+
+# %% ../nbs/02_cache.ipynb #7637df91
+@patch
+def get(self: ResponseCache, key: str) -> LLMResponse | None:
+    "The cached response for `key` (marked `cached=True`), or None."
+    raw = self._get(key)
+    return None if raw is None else _decode(raw)
+
+@patch
+def get_many(self: ResponseCache, keys: list[str]) -> list[LLMResponse | None]:
+    "Responses for several keys at once (None where missing); one round trip where the backend allows."
+    return [None if raw is None else _decode(raw) for raw in self._get_many(keys)]
+
+@patch
+def entries(self: ResponseCache) -> Iterator[CacheEntry]:
+    "Every entry, in no particular order."
+    for key, raw in self._items():
+        resp, meta = _split(raw)
+        yield CacheEntry(key=key, parts=meta["parts"], response=resp, created=meta.get("created", 0.0))
 
 # %% ../nbs/02_cache.ipynb #ffe05e54
 def default_cache_dir() -> Path:
     "`RESEARCH_KIT_CACHE_DIR` if set, else `responses/` in the user's cache directory (never the cwd)."
-    if os.environ.get("RESEARCH_KIT_CACHE_DIR"): return Path(os.environ["RESEARCH_KIT_CACHE_DIR"]).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("research_kit")) / "responses"
+    return user_dir("RESEARCH_KIT_CACHE_DIR", "responses")
 
+# %% ../nbs/02_cache.ipynb #8880bc4f
 class DiskCache(ResponseCache):
     "The embedded store: a diskcache directory that several processes can share."
     backend = "disk"
@@ -240,31 +250,17 @@ def open_cache(cache_dir: str | Path | None = None,  # embedded store directory 
     raise ValueError(f"unknown cache backend {backend!r}: use 'disk' (embedded, the default) or 'redis'")
 
 # %% ../nbs/02_cache.ipynb #1b0442cf
-def _atomic_write_lines(path: Path, lines: Iterable[str]) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpname = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines: f.write(line + "\n"); n += 1
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmpname, path)
-    except BaseException:
-        Path(tmpname).unlink(missing_ok=True); raise
-    return n
-
+@patch
 def export_jsonl(self: ResponseCache, path: str | Path,  # the JSONL file to write
                 ) -> int:
     "Write every entry to `path` (one JSON object per line, sorted by key); returns the number written."
-    return _atomic_write_lines(Path(path), (e.to_json() for e in sorted(self.entries(), key=lambda e: e.key)))
+    entries = sorted(self.entries(), key=lambda e: e.key)
+    atomic_write(path, lambda f: f.writelines(e.to_json() + "\n" for e in entries))
+    return len(entries)
 
-def import_jsonl(self: ResponseCache, path: str | Path,  # a file written by `export_jsonl`
-                 overwrite: bool = False,  # replace entries already present
-                ) -> dict:
-    "Add the entries in `path`; returns counts of `imported` and `skipped` (already present)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"cache import: {path} does not exist")
+# %% ../nbs/02_cache.ipynb #88daa57d
+def _read_entries(path: Path) -> list[tuple[str, dict, LLMResponse]]:
+    "The (key, parts, response) of every line of an export, each checked: its key must be the hash of its parts."
     todo = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -280,19 +276,22 @@ def import_jsonl(self: ResponseCache, path: str | Path,  # a file written by `ex
                 raise ValueError(f"{path}, line {i}: key {key[:12]}... does not match its parts (the line was edited "
                                  "or written by another cache format); re-export it from the source cache")
             todo.append((key, parts, resp))
+    return todo
+
+@patch
+def import_jsonl(self: ResponseCache, path: str | Path,  # a file written by `export_jsonl`
+                 overwrite: bool = False,  # replace entries already present
+                ) -> dict:
+    "Add the entries in `path`; returns counts of `imported` and `skipped` (already present)."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"cache import: {path} does not exist")
+    todo = _read_entries(path)
     present = self.get_many([k for k, _, _ in todo]) if not overwrite else [None] * len(todo)
     new = [(k, p, r.model_copy(update={"cached": False})) for (k, p, r), have in zip(todo, present) if have is None]
     self.put_many(new)
     return {"imported": len(new), "skipped": len(todo) - len(new)}
 
-ResponseCache.export_jsonl, ResponseCache.import_jsonl = export_jsonl, import_jsonl
-
 # %% ../nbs/02_cache.ipynb #9ed30b30
-def _flat(parts: dict) -> dict:
-    out = {k: v for k, v in parts.items() if k != "params"}
-    out.update({f"params.{k}": v for k, v in parts.get("params", {}).items()})
-    return out
-
 @dataclass
 class MissExplanation:
     "Which key parts of a request differ from the nearest cached entry."
@@ -307,6 +306,13 @@ class MissExplanation:
         return f"miss: nearest entry {self.nearest[:12]}... differs in {len(self.differences)} part(s):\n{rows}"
     __repr__ = __str__
 
+# %% ../nbs/02_cache.ipynb #a558c630
+def _flat(parts: dict) -> dict:
+    out = {k: v for k, v in parts.items() if k != "params"}
+    out.update({f"params.{k}": v for k, v in parts.get("params", {}).items()})
+    return out
+
+@patch
 def explain_miss(self: ResponseCache, parts: dict,  # key parts of the request, from `key_parts`
                 ) -> MissExplanation:
     "Compare `parts` with every entry and report the differences from the nearest (scans the whole cache)."
@@ -317,5 +323,3 @@ def explain_miss(self: ResponseCache, parts: dict,  # key parts of the request, 
         diff = {k: (want.get(k), have.get(k)) for k in want.keys() | have.keys() if want.get(k) != have.get(k)}
         if best_diff is None or len(diff) < len(best_diff): best, best_diff = key, diff
     return MissExplanation(False, best, dict(sorted((best_diff or {}).items())))
-
-ResponseCache.explain_miss = explain_miss

@@ -12,19 +12,12 @@ from pathlib import Path
 
 from . import __version__
 
+# %% ../nbs/08_cli.ipynb #234b85fe
 def _add_params(p: argparse.ArgumentParser):
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="set a parameter of the notebook's parameters cell (repeatable)")
 
-def _add_cache_args(p: argparse.ArgumentParser):
-    p.add_argument("--cache-dir", help="a disk cache dir (default: the user cache dir, or $RESEARCH_KIT_CACHE_DIR)")
-    p.add_argument("--redis-url", help="a Redis cache, redis://host:port/db (or $REDIS_URL with REDIS_CACHE=1)")
-
-def make_parser() -> argparse.ArgumentParser:
-    "The `rk` argument parser."
-    p = argparse.ArgumentParser(prog="rk", description="research_kit: run experiment notebooks and sweeps, try the quickstart, manage the response cache.")
-    p.add_argument("--version", action="version", version=f"research_kit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+def _add_run(sub):
     r = sub.add_parser("run", help="run an experiment notebook with papermill", description="Run NOTEBOOK with papermill; outputs go to its experiment dir.")
     r.add_argument("notebook", help="an .ipynb path, or a shipped experiment (e.g. prompt_sweep)")
     _add_params(r)
@@ -33,6 +26,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", help="share this disk cache instead of <output-dir>/cache")
     r.add_argument("--redis-url", help="share this Redis cache")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+# %% ../nbs/08_cli.ipynb #d67d00c7
+def _add_sweep(sub):
     s = sub.add_parser("sweep", help="run a notebook once per parameter set, in parallel", description="Run NOTEBOOK for every parameter set of a grid file.")
     s.add_argument("notebook", help="an .ipynb path, or a shipped experiment")
     s.add_argument("--grid", required=True, metavar="FILE.yaml", help="a YAML grid {name: [values]} or a list of {name: value}")
@@ -44,18 +40,38 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", help="share this disk cache between runs")
     s.add_argument("--secrets", metavar="FILE", help="a SECRETS/.env file with provider keys")
     s.add_argument("--rerun", action="store_true", help="run again the runs that already completed (their answers come from the cache)")
+
+# %% ../nbs/08_cli.ipynb #a27fca4f
+def _add_quickstart(sub):
     q = sub.add_parser("quickstart", help="the prompt sweep on the embedded model (offline)", description="Run the shipped prompt sweep; by default on the embedded local model, offline.")
     _add_params(q)
     q.add_argument("-o", "--output-dir", default="rk_runs/quickstart", help="the experiment dir (default ./rk_runs/quickstart; a rerun reuses its cache)")
     q.add_argument("--secrets", metavar="FILE", help="a SECRETS/.env file, for a real provider (-p model openai/gpt-4o-mini)")
+
+def _add_params_cmd(sub):
     pa = sub.add_parser("params", help="list a notebook's parameters")
     pa.add_argument("notebook", help="an .ipynb path, or a shipped experiment")
+
+# %% ../nbs/08_cli.ipynb #37fbbc5a
+def _add_cache_args(p: argparse.ArgumentParser):
+    p.add_argument("--cache-dir", help="a disk cache dir (default: the user cache dir, or $RESEARCH_KIT_CACHE_DIR)")
+    p.add_argument("--redis-url", help="a Redis cache, redis://host:port/db (or $REDIS_URL with REDIS_CACHE=1)")
+
+def _add_cache(sub):
     c = sub.add_parser("cache", help="inspect, export or import a response cache")
     csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     for name, hlp in (("stats", "entries, models and size"), ("export", "write every entry to a JSONL file"), ("import", "add the entries of a JSONL file")):
         a = csub.add_parser(name, help=hlp)
         if name != "stats": a.add_argument("file", help="the JSONL file")
         _add_cache_args(a)
+
+# %% ../nbs/08_cli.ipynb #79bf6d04
+def make_parser() -> argparse.ArgumentParser:
+    "The `rk` argument parser."
+    p = argparse.ArgumentParser(prog="rk", description="research_kit: run experiment notebooks and sweeps, try the quickstart, manage the response cache.")
+    p.add_argument("--version", action="version", version=f"research_kit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_sweep, _add_quickstart, _add_params_cmd, _add_cache): add(sub)
     return p
 
 # %% ../nbs/08_cli.ipynb #21acca8a
@@ -79,6 +95,7 @@ def _params(pairs) -> dict:
     for k, v in pairs: out[k] = v
     return out
 
+# %% ../nbs/08_cli.ipynb #85f307b1
 def _cmd_run(a) -> int:
     from research_kit.runner import run_notebook
     res = run_notebook(a.notebook, _params(a.param), a.output_dir, cache_dir=a.cache_dir, redis_url=a.redis_url,
@@ -108,6 +125,7 @@ def _cmd_sweep(a) -> int:
           f"{int(df.model_calls.fillna(0).sum())} model calls")
     return 1 if len(failed) else 0
 
+# %% ../nbs/08_cli.ipynb #df35e938
 def _cmd_params(a) -> int:
     from research_kit.runner import notebook_parameters, resolve_notebook
     path = resolve_notebook(a.notebook)
@@ -116,6 +134,17 @@ def _cmd_params(a) -> int:
         tp = getattr(p["type"], "__name__", "any")
         print(f"  {k:<16} {tp:<6} = {p['default']:<24} {p['help']}")
     return 0
+
+# %% ../nbs/08_cli.ipynb #ed45a2f5
+def _cache_stats(cache, where, on_disk: bool):
+    from collections import Counter
+    models, n, tokens = Counter(), 0, 0
+    for e in cache.entries():
+        n += 1; models[f"{e.parts.get('provider')}/{e.parts.get('model')}"] += 1
+        tokens += (e.response.prompt_tokens or 0) + (e.response.completion_tokens or 0)
+    size = sum(p.stat().st_size for p in Path(where).rglob("*") if p.is_file()) if on_disk else None
+    print(f"rk: cache {where}: {n} entries, {tokens} tokens" + (f", {size / 1e6:.1f} MB on disk" if size is not None else ""))
+    for m, k in models.most_common(): print(f"  {k:>8}  {m}")
 
 def _cmd_cache(a) -> int:
     from research_kit.cache import default_cache_dir, open_cache
@@ -129,19 +158,12 @@ def _cmd_cache(a) -> int:
         elif a.cache_command == "import":
             counts = cache.import_jsonl(a.file)
             print(f"rk: imported {counts['imported']} entries into {where} ({counts['skipped']} already there)")
-        else:
-            from collections import Counter
-            models, n, tokens = Counter(), 0, 0
-            for e in cache.entries():
-                n += 1; models[f"{e.parts.get('provider')}/{e.parts.get('model')}"] += 1
-                tokens += (e.response.prompt_tokens or 0) + (e.response.completion_tokens or 0)
-            size = sum(p.stat().st_size for p in Path(where).rglob("*") if p.is_file()) if not a.redis_url else None
-            print(f"rk: cache {where}: {n} entries, {tokens} tokens" + (f", {size / 1e6:.1f} MB on disk" if size is not None else ""))
-            for m, k in models.most_common(): print(f"  {k:>8}  {m}")
+        else: _cache_stats(cache, where, on_disk=not a.redis_url)
     finally:
         cache.close()
     return 0
 
+# %% ../nbs/08_cli.ipynb #e29699ec
 def main(argv: list[str] | None = None) -> int:
     "The `rk` command; returns the exit status (2 for bad input, 1 for a failed run)."
     parser = make_parser()

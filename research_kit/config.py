@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MIN_SECRET_LEN', 'KEY_ALIASES', 'register_secret', 'secret_values', 'redact', 'is_secret_param', 'redact_url',
-           'redact_value', 'RedactingFilter', 'SecretsFileError', 'parse_env_file', 'EnvReport', 'find_secrets_file',
+           'redact_value', 'RedactingFilter', 'SecretsFileError', 'parse_env_file', 'find_secrets_file', 'EnvReport',
            'setup_environment']
 
 # %% ../nbs/01_config.ipynb #b1c2f3c9
@@ -17,7 +17,6 @@ from typing import Iterable
 
 # %% ../nbs/01_config.ipynb #39baf3be
 _SECRET_NAME = re.compile(r"(API_?KEY|_KEY$|^KEY$|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-_SECRET_PARAM = re.compile(r"(api_key|secret|password|passwd|credential|authorization|headers$|_token$|^token$)", re.I)
 _REGISTERED: set[str] = set()
 MIN_SECRET_LEN = 8
 
@@ -33,6 +32,7 @@ def secret_values(extra: Iterable[str] = (),  # more values to treat as secret, 
     vals |= {v for v in extra if isinstance(v, str) and len(v) >= MIN_SECRET_LEN}
     return sorted(vals, key=len, reverse=True)
 
+# %% ../nbs/01_config.ipynb #c443eadd
 def redact(text: str,  # any text that may quote a secret
            secrets: Iterable[str] | None = None,  # the values to hide; default `secret_values()`
           ) -> str:
@@ -40,6 +40,9 @@ def redact(text: str,  # any text that may quote a secret
     for s in (secret_values() if secrets is None else secrets):
         if s and s in text: text = text.replace(s, "***")
     return text
+
+# %% ../nbs/01_config.ipynb #6bb338a4
+_SECRET_PARAM = re.compile(r"(api_key|secret|password|passwd|credential|authorization|headers$|_token$|^token$)", re.I)
 
 def is_secret_param(name: str) -> bool:
     "Whether a call parameter or config field named `name` carries a credential (it never enters a cache key, a log or a file)."
@@ -79,6 +82,26 @@ class SecretsFileError(ValueError):
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+def _parse_line(line: str, where: str) -> tuple[str, str] | None:
+    "The (key, value) of one line of a secrets file, None for a blank or comment line; `where` names it in errors."
+    line = line.strip()
+    if not line or line.startswith("#"): return None
+    if line.startswith("export "): line = line[7:].lstrip()
+    key, eq, value = line.partition("=")
+    key, value = key.strip(), value.strip()
+    if not eq:
+        raise SecretsFileError(f"{where}: expected KEY=value (no '=' found); fix the line or comment it out with #")
+    if not _KEY.match(key):
+        raise SecretsFileError(f"{where}: the text before '=' is not a variable name; write NAME=value with "
+                               "letters, digits and _ in NAME (e.g. OPENAI_API_KEY=...)")
+    if value[:1] in "'\"":
+        end = value.find(value[0], 1)
+        if end < 0 or not re.fullmatch(r"(\s+#.*)?", value[end + 1:]):
+            raise SecretsFileError(f"{where}: the value of {key} opens a quote it never closes; close it on the same line")
+        return key, value[1:end]
+    return key, re.split(r"\s+#", value, maxsplit=1)[0].strip()
+
+# %% ../nbs/01_config.ipynb #f651341f
 def parse_env_file(path: str | Path,  # a SECRETS or .env file
                   ) -> dict[str, str]:
     "The `KEY=value` pairs of `path` (comments, blank lines, `export ` and quotes allowed)."
@@ -86,26 +109,17 @@ def parse_env_file(path: str | Path,  # a SECRETS or .env file
     try: text = path.read_text(encoding="utf-8")
     except FileNotFoundError: raise SecretsFileError(f"{path}: no such secrets file; create it with KEY=value lines, or pass another path") from None
     except (OSError, UnicodeDecodeError) as e: raise SecretsFileError(f"{path}: cannot read the secrets file ({type(e).__name__}); it must be a UTF-8 text file") from None
-    out = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"): continue
-        if line.startswith("export "): line = line[7:].lstrip()
-        key, eq, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq:
-            raise SecretsFileError(f"{path}, line {lineno}: expected KEY=value (no '=' found); fix the line or comment it out with #")
-        if not _KEY.match(key):
-            raise SecretsFileError(f"{path}, line {lineno}: the text before '=' is not a variable name; write NAME=value with "
-                                   "letters, digits and _ in NAME (e.g. OPENAI_API_KEY=...)")
-        if value[:1] in "'\"":
-            end = value.find(value[0], 1)
-            if end < 0 or not re.fullmatch(r"(\s+#.*)?", value[end + 1:]):
-                raise SecretsFileError(f"{path}, line {lineno}: the value of {key} opens a quote it never closes; close it on the same line")
-            value = value[1:end]
-        else: value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        out[key] = value
-    return out
+    pairs = (_parse_line(raw, f"{path}, line {lineno}") for lineno, raw in enumerate(text.splitlines(), 1))
+    return dict(kv for kv in pairs if kv is not None)
+
+# %% ../nbs/01_config.ipynb #f72117c9
+def find_secrets_file(secrets_file: str | Path | None = None) -> Path | None:
+    "The secrets file `setup_environment` would read: the argument, `$RESEARCH_KIT_SECRETS`, ./SECRETS or ./.env."
+    if secrets_file: return Path(secrets_file)
+    if os.environ.get("RESEARCH_KIT_SECRETS"): return Path(os.environ["RESEARCH_KIT_SECRETS"])
+    for name in ("SECRETS", ".env"):
+        if Path(name).is_file(): return Path(name)
+    return None
 
 # %% ../nbs/01_config.ipynb #9a796824
 KEY_ALIASES = {
@@ -116,7 +130,6 @@ KEY_ALIASES = {
     "TOGETHER_API_KEY": "TOGETHERAI_API_KEY",
     "HUGGINGFACE_TOKEN": "HF_TOKEN",
 }
-_NOT_SECRET = re.compile(r"^(NO_CACHE|REDIS_CACHE|RESEARCH_KIT_\w+|LITELLM_LOG|LOG_LEVEL|\w+_API_BASE|\w+_BASE_URL|\w+_API_VERSION)$")
 
 @dataclass
 class EnvReport:
@@ -129,13 +142,8 @@ class EnvReport:
     def __repr__(self):
         return f"EnvReport(source={self.source!r}, loaded={self.loaded}, kept={self.kept}, aliased={self.aliased})"
 
-def find_secrets_file(secrets_file: str | Path | None = None) -> Path | None:
-    "The secrets file `setup_environment` would read: the argument, `$RESEARCH_KIT_SECRETS`, ./SECRETS or ./.env."
-    if secrets_file: return Path(secrets_file)
-    if os.environ.get("RESEARCH_KIT_SECRETS"): return Path(os.environ["RESEARCH_KIT_SECRETS"])
-    for name in ("SECRETS", ".env"):
-        if Path(name).is_file(): return Path(name)
-    return None
+# %% ../nbs/01_config.ipynb #6ef885da
+_NOT_SECRET = re.compile(r"^(NO_CACHE|REDIS_CACHE|RESEARCH_KIT_\w+|LITELLM_LOG|LOG_LEVEL|\w+_API_BASE|\w+_BASE_URL|\w+_API_VERSION)$")
 
 def setup_environment(secrets_file: str | Path | None = None,  # a SECRETS/.env file; default: see `find_secrets_file`
                       override: bool = False,  # let the file replace variables the process already has

