@@ -157,29 +157,29 @@ def plot_summary(steps=None,  # from `critique_revision`
     "Three panels: revisions that changed the answer per round; verdicts by order (position bias); pair scores."
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from research_kit.plotting import PALETTE
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax = axes[0]
-    if steps is not None and len(steps):
-        ok = steps[steps["error"].isna()].sort_values(["prompt_id", "round"])
-        ok = ok.assign(changed=ok["response"] != ok.groupby("prompt_id")["response"].shift())
-        per = ok[ok["round"] > 0].groupby("round")["changed"].mean()
-        if len(per): sns.barplot(x=per.index.astype(str), y=per.to_numpy(), ax=ax, color=PALETTE[0])
-        ax.set_ylim(0, 1)
-    ax.set_title("revision changed the answer"); ax.set_xlabel("round"); ax.set_ylabel("fraction of prompts")
-    ax = axes[1]
-    if prefs is not None and len(prefs.judgements):
-        j = prefs.judgements[prefs.judgements["error"].isna()]
-        counts = (j.assign(verdict=j["verdict"].fillna("unparseable")).groupby(["order", "verdict"]).size()
-                  .rename("n").reset_index())
-        colours = dict(zip(("A", "B", "unparseable"), (PALETTE[0], PALETTE[1], PALETTE[3])))
-        sns.barplot(data=counts, x="order", y="n", hue="verdict", ax=ax, palette=colours,
-                    hue_order=[v for v in colours if v in set(counts["verdict"])])
-    ax.set_title("verdicts by order (position bias)"); ax.set_xlabel("order asked"); ax.set_ylabel("judgements")
-    ax = axes[2]
-    if prefs is not None and len(prefs.judgements):
-        scores = prefs.judgements["p_i"].dropna()
-        if len(scores): sns.histplot(scores.astype(float), bins=10, binrange=(0, 1), ax=ax, color=PALETTE[2])
-    ax.set_title("P(answer i better) per judgement"); ax.set_xlabel("probability"); ax.set_ylabel("judgements"); ax.set_xlim(0, 1)
-    fig.tight_layout()
+    from research_kit.plotting import PALETTE, house_style
+    with house_style():  # constrained layout, palette, grid and fonts of research_kit.plotting
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        ax = axes[0]
+        if steps is not None and len(steps):
+            ok = steps[steps["error"].isna()].sort_values(["prompt_id", "round"])
+            ok = ok.assign(changed=ok["response"] != ok.groupby("prompt_id")["response"].shift())
+            per = ok[ok["round"] > 0].groupby("round")["changed"].mean()
+            if len(per): sns.barplot(x=per.index.astype(str), y=per.to_numpy(), ax=ax, color=PALETTE[0])
+            ax.set_ylim(0, 1)
+        ax.set_title("revision changed the answer"); ax.set_xlabel("round"); ax.set_ylabel("fraction of prompts")
+        ax = axes[1]
+        if prefs is not None and len(prefs.judgements):
+            j = prefs.judgements[prefs.judgements["error"].isna()]
+            counts = (j.assign(verdict=j["verdict"].fillna("unparseable")).groupby(["order", "verdict"]).size()
+                      .rename("n").reset_index())
+            colours = dict(zip(("A", "B", "unparseable"), (PALETTE[0], PALETTE[1], PALETTE[3])))
+            sns.barplot(data=counts, x="order", y="n", hue="verdict", ax=ax, palette=colours,
+                        hue_order=[v for v in colours if v in set(counts["verdict"])])
+        ax.set_title("verdicts by order (position bias)"); ax.set_xlabel("order asked"); ax.set_ylabel("judgements")
+        ax = axes[2]
+        if prefs is not None and len(prefs.judgements):
+            scores = prefs.judgements["p_i"].dropna()
+            if len(scores): sns.histplot(scores.astype(float), bins=10, binrange=(0, 1), ax=ax, color=PALETTE[2])
+        ax.set_title("P(answer i better) per judgement"); ax.set_xlabel("probability"); ax.set_ylabel("judgements"); ax.set_xlim(0, 1)
     return fig

@@ -27,6 +27,8 @@ fi
 
 export PATH="$PWD/$VENV/bin:$PATH"
 echo "== nbdev_test (notebooks)"
-nbdev_test --do_print --timing
+# nbdev_test runs notebooks in forked workers that exit without atexit handlers, so loky's resource tracker
+# (which then removes the sweep notebook's joblib temp folder itself) would warn about a "leaked folder"
+PYTHONWARNINGS="ignore:resource_tracker:UserWarning" nbdev_test --do_print --timing
 echo "== pytest (tests/)"
 pytest tests -ra
