@@ -23,7 +23,6 @@ from research_kit.cache import DiskCache
 from research_kit.client import InferenceAPI
 from research_kit.testing import ScriptedServer
 
-RK = str(Path(sys.executable).parent / "rk")
 HARMLESS = cai.Constitution.load("harmless")
 
 
@@ -309,11 +308,7 @@ def test_killed_run_resumes_with_only_the_missing_calls_and_identical_files(tmp_
                                                       "feedback_model", "seed", "constitution", "constitution_sha"}
 
 
-def rk(*args, cwd, timeout=900):
-    return subprocess.run([RK, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def test_experiment_notebook_offline_on_the_embedded_model_twice(tmp_path):
+def test_experiment_notebook_offline_on_the_embedded_model_twice(tmp_path, rk):
     args = ["run", "constitutional", "-p", "n_prompts", "2", "-p", "n_revisions", "1", "-p", "max_tokens", "40", "-q"]
     first = rk(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
