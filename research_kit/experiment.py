@@ -151,6 +151,11 @@ class ExperimentConfig:
         shown = ", ".join(f"{k}={v!r}" for k, v in redact_value(self.to_dict()).items())
         return f"{type(self).__name__}({shown})"
 
+    def __init_subclass__(cls, **kwargs):
+        "A subclass keeps the redacting repr (else its own @dataclass would write one that shows secrets)."
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__: cls.__repr__ = ExperimentConfig.__repr__
+
 # %% ../nbs/06_experiment.ipynb #63c59b15
 @patch
 def to_dict(self: ExperimentConfig) -> dict:
