@@ -5,25 +5,7 @@
 # are unchanged since the last successful one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-VENV=.venv
-STAMP=$VENV/.research_kit-install
-PIP_NOISE="^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$"
-
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating $VENV"
-  "$PY" -m venv "$VENV"
-fi
-want=$(cat settings.ini setup.py pyproject.toml | "$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "== installing research_kit[dev,local] into $VENV (llama-cpp-python builds from source the first time: ~10 min)"
-  # pip's own notice about configured package folders that do not exist on this machine is dropped; all else shows
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v "$PIP_NOISE" || true; }
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev,local]" 2>&1 | { grep -v "$PIP_NOISE" || true; }
-  echo "$want" > "$STAMP"
-else
-  echo "== $VENV is up to date (delete $STAMP to reinstall)"
-fi
+source scripts/venv.sh
 
 export PATH="$PWD/$VENV/bin:$PATH"
 echo "== nbdev_test (notebooks)"
