@@ -27,7 +27,7 @@ def set_style():
     "Make the house style the default for every plot from now on: Okabe-Ito colours, light grid, readable sizes."
     mpl.rcParams.update(_RC)
 
-# %% ../nbs/50_plotting.ipynb #195489c3
+# %% ../nbs/50_plotting.ipynb #504f9804
 def house_style():
     "A context in which matplotlib and seaborn draw in the house style; the caller's settings come back after."
     return mpl.rc_context(_RC)
