@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['add_bench', 'cmd_bench']
 
-# %% ../../nbs/25_benchmark_cli.ipynb #33ef92f9
+# %% ../../nbs/25_benchmark_cli.ipynb #80271851
 import argparse
 import sys
 from pathlib import Path
 
-# %% ../../nbs/25_benchmark_cli.ipynb #fd57e716
+# %% ../../nbs/25_benchmark_cli.ipynb #6cc2aa8b
 def _models(text: str) -> list[str]: return [m.strip() for m in text.split(",") if m.strip()]
 
 def add_bench(sub):
@@ -33,7 +33,7 @@ def add_bench(sub):
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bsub.add_parser("list", help="the scenarios and their arguments")
 
-# %% ../../nbs/25_benchmark_cli.ipynb #04c93d99
+# %% ../../nbs/25_benchmark_cli.ipynb #9fca4f86
 def _cmd_list(a) -> int:
     from research_kit.benchmark.scenarios import list_scenarios
     df = list_scenarios()
@@ -41,7 +41,7 @@ def _cmd_list(a) -> int:
         print(f"{r['name']}  ({r['source']})\n    {r['description']}\n    arguments: {r['arguments'] or '(none)'}")
     return 0
 
-# %% ../../nbs/25_benchmark_cli.ipynb #da48d564
+# %% ../../nbs/25_benchmark_cli.ipynb #7c53464d
 def _fmt(v) -> str: return "-" if v is None or v != v else f"{v:.3f}"
 
 def _print_outcome(o):
@@ -54,7 +54,7 @@ def _print_outcome(o):
         print(f"  {s.name:<28} {where:<14} {_fmt(s.mean):>7} {ci:<17} n={s.n}")
     print(f"  files: {o.run_dir}")
 
-# %% ../../nbs/25_benchmark_cli.ipynb #326cc61c
+# %% ../../nbs/25_benchmark_cli.ipynb #e444d9ea
 def _api(a):
     from research_kit.client import InferenceAPI
     if a.secrets:
@@ -79,7 +79,7 @@ def _cmd_run(a) -> int:
     finally: api.close()
     return 0
 
-# %% ../../nbs/25_benchmark_cli.ipynb #8715183e
+# %% ../../nbs/25_benchmark_cli.ipynb #f782b2f0
 def cmd_bench(a) -> int:
     "Run `rk bench ACTION` from parsed arguments; returns the exit status."
     return {"run": _cmd_run, "list": _cmd_list}[a.bench_command](a)

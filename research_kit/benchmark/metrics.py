@@ -5,6 +5,7 @@
 # %% ../../nbs/23_benchmark_metrics.ipynb #536bbcd9
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import gc
@@ -120,17 +121,27 @@ def rouge_l(gold: str,  # a correct reference
 @functools.cache
 def _bleu_tokenizer() -> Callable[[str], tuple[str, ...]]:
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-    tokenize = Tokenizer13a()
-    return functools.lru_cache(maxsize=2 ** 16)(lambda s: tuple(tokenize(s).split()))
+    tokenize, special = Tokenizer13a(), re.compile(r"[^A-Za-z0-9 ]").search
+    def tokens(s: str) -> tuple[str, ...]:  # 13a changes nothing but spacing in a line of only letters, digits and spaces
+        return tuple(tokenize(s).split() if special(s) else s.split())
+    return functools.lru_cache(maxsize=2 ** 16)(tokens)
+
+@functools.lru_cache(maxsize=2 ** 16)
+def _ngrams(text: str) -> tuple[collections.Counter, collections.Counter, int]:
+    "Unigram and 4-gram counts of `text`'s tokens and its length in tokens."
+    t = _bleu_tokenizer()(text)
+    return collections.Counter(t), collections.Counter(zip(t, t[1:], t[2:], t[3:])), len(t)
+
+def _clipped(hyp: collections.Counter, ref: collections.Counter) -> float:
+    "nltk's modified precision: each n-gram counted at most as often as the reference has it."
+    return sum(min(c, ref[g]) for g, c in hyp.items()) / max(1, sum(hyp.values()))
 
 @functools.lru_cache(maxsize=2 ** 16)
 def _bleu_parts(gold: str, pred: str) -> tuple[float, float, float]:
-    "(brevity penalty, unigram precision, 4-gram precision) of `pred` against `gold`, by nltk's BLEU functions."
-    from nltk.translate.bleu_score import brevity_penalty, closest_ref_length, modified_precision
-    tok = _bleu_tokenizer()
-    refs, hyp = [tok(gold)], tok(pred)
-    bp = brevity_penalty(closest_ref_length(refs, len(hyp)), len(hyp))
-    return bp, float(modified_precision(refs, hyp, 1)), float(modified_precision(refs, hyp, 4))
+    "(brevity penalty, unigram precision, 4-gram precision) of `pred` against `gold`, as nltk defines them."
+    (g1, g4, r), (p1, p4, c) = _ngrams(gold), _ngrams(pred)
+    bp = 0.0 if c == 0 else 1.0 if c > r else math.exp(1 - r / c)
+    return bp, _clipped(p1, g1), _clipped(p4, g4)
 
 # %% ../../nbs/23_benchmark_metrics.ipynb #c28b0559
 def bleu_1(gold: str,  # a correct reference
