@@ -167,3 +167,13 @@ def test_embedded_model_offline_and_a_cached_rerun_without_litellm(tmp_path, rk)
     again = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("0 model calls, 3 cache hits") == 2 and "no litellm" in again.stdout, again.stdout
+
+
+def test_more_eval_instances_asked_than_exist_uses_all_and_says_so(tmp_path, rk):
+    (tmp_path / "qa.csv").write_text("question,answer\nWhat is 1+1?,2\nWhat is 2+2?,4\nWhat is 3+3?,6\n")
+    with ScriptedServer(reply=_reply) as srv:
+        out = rk("bench", "run", "-r", "user_data:path=qa.csv,input=question,output=answer,model=openai/scripted",
+                 "--max-eval-instances", "10", "--api-base", srv.url, "-q", cwd=tmp_path, env=KEY, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert srv.requests == 3
+    assert "3 requests" in out.stdout and "note: max_eval_instances=10" in out.stdout and "all 3 are used" in out.stdout, out.stdout
