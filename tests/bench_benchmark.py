@@ -188,10 +188,11 @@ def main():
                 print(f"  rk bench run: {ours:.2f} s   helm-run: {h:.2f} s   ratio {ours / h:.3f} (target <= 0.25)")
             else: print(f"  rk bench run: {ours:.2f} s   helm-run: skipped")
         if want(2):
-            print(f"2. uncached against the scripted server, {a.instances} requests (median of {a.trials} per-trial ratios, "
+            trials = max(a.trials, 5)  # each pair takes ~25 s; this machine's speed drifts by more than the 10% measured
+            print(f"2. uncached against the scripted server, {a.instances} requests (median of {trials} per-trial ratios, "
                   "after one untimed warm-up pair)")
             uncached_ratio(50, 1, work / "warm-up")
-            pairs = uncached_ratio(a.instances, a.trials, work)
+            pairs = uncached_ratio(a.instances, trials, work)
             for b, r in pairs: print(f"  run_benchmark {b:.2f} s   InferenceAPI.batch {r:.2f} s   ratio {b / r:.3f}")
             print(f"  median ratio {statistics.median(b / r for b, r in pairs):.3f} (target <= 1.10)")
         if want(3):

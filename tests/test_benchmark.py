@@ -177,3 +177,15 @@ def test_more_eval_instances_asked_than_exist_uses_all_and_says_so(tmp_path, rk)
         assert out.returncode == 0, out.stderr
         assert srv.requests == 3
     assert "3 requests" in out.stdout and "note: max_eval_instances=10" in out.stdout and "all 3 are used" in out.stdout, out.stdout
+
+
+def test_rk_run_benchmark_notebook_offline_on_the_embedded_model(tmp_path, rk):
+    out = rk("run", "benchmark", "-p", "max_eval_instances", "2", "-o", "bench", cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    exp = tmp_path / "bench"
+    import pandas as pd
+    stats = pd.read_csv(exp / "results" / "stats.csv")
+    main = stats[stats["name"].isin(["exact_match", "multiple_choice_accuracy"]) & stats["sub_split"].isna()]
+    assert len(main) == 2 and (main["n"] == 2).all() and main["ci_high"].gt(main["ci_low"]).all()
+    assert (exp / "plots" / "main_metrics.png").stat().st_size > 10_000
+    assert len(list(exp.glob("runs/experiment/*/stats.json"))) == 2
