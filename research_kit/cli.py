@@ -7,6 +7,7 @@ __all__ = ['make_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb #395e77a2
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"rk: error: {e.name or e} is not installed; for Dask sweeps: pip install \"research_kit[dask]\"", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rk bench list | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 0
     except (ConfigError, UsageError, SecretsFileError, ValueError, OSError) as e:  # OSError: paths, permissions, an unreachable scheduler
         print(f"rk: error: {redact_url(redact(str(e))).splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 2

@@ -189,3 +189,15 @@ def test_rk_run_benchmark_notebook_offline_on_the_embedded_model(tmp_path, rk):
     assert len(main) == 2 and (main["n"] == 2).all() and main["ci_high"].gt(main["ci_low"]).all()
     assert (exp / "plots" / "main_metrics.png").stat().st_size > 10_000
     assert len(list(exp.glob("runs/experiment/*/stats.json"))) == 2
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path, rk):
+    "`rk bench list | head -1`: once the reader has gone, rk stops quietly (here the reader is gone from the start)."
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run([rk.path, "bench", "list"], stdout=w, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(w)
+    assert (out.returncode, out.stderr) == (0, "")
