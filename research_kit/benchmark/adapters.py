@@ -9,7 +9,6 @@ import json
 import os
 import random
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
