@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['UsageError', 'NotebookNotFound', 'experiments_dir', 'shipped_experiments', 'resolve_notebook', 'notebook_parameters',
-           'check_parameters', 'RunResult', 'run_notebook', 'expand_grid', 'load_grid', 'run_sweep', 'collect_results']
+           'check_parameters', 'RunResult', 'run_notebook', 'expand_grid', 'load_grid', 'map_parallel', 'run_sweep',
+           'collect_results']
 
 # %% ../nbs/07_runner.ipynb #c89aafc3
 import ast
@@ -324,11 +325,22 @@ def _finished(out: Path, params: dict) -> dict | None:
     return run if run and run.get("status") == "complete" and run.get("params_hash") == _params_hash(params) else None
 
 # %% ../nbs/07_runner.ipynb #94015b5b
-def _execute_runs(todo: list[dict], n_jobs: int, scheduler: str | None, progress: bool, desc: str) -> dict[str, RunResult]:
-    "Run `todo` (run_notebook arguments) on local processes or a Dask cluster; a RunResult for each, by name."
+def _guarded(fn, i: int, item):
+    "fn(item) in a worker: (i, result, None), or (i, None, the error as text) when it raised."
+    try: return i, fn(item), None
+    except Exception as e: return i, None, f"{type(e).__name__}: {e}"
+
+def map_parallel(fn,  # a picklable function of one item (a module-level def; local processes import it by name)
+                 items,  # the items, e.g. dicts of arguments
+                 n_jobs: int = 2,  # items at a time on local processes
+                 scheduler: str | None = None,  # a Dask scheduler address: run on that cluster instead
+                 progress: bool = True,  # a progress bar over items
+                 desc: str | None = None,  # its label
+                ):
+    "Yield (index, result, error) for fn(item) of each item as it finishes; error is None, or why it failed or was lost."
     import joblib
     from tqdm.auto import tqdm
-    results, client = {}, None
+    items, done, client = list(items), set(), None
     if scheduler:
         from distributed import Client
         client = Client(scheduler, set_as_default=False)
@@ -336,16 +348,26 @@ def _execute_runs(todo: list[dict], n_jobs: int, scheduler: str | None, progress
     else: backend = joblib.parallel_config(backend="loky", n_jobs=n_jobs)
     try:
         with backend:
-            gen = joblib.Parallel(n_jobs=-1 if scheduler else n_jobs, return_as="generator_unordered")(joblib.delayed(_run_one)(a) for a in todo)
-            for r in tqdm(gen, total=len(todo), desc=desc, disable=not progress):
-                results[r.name] = r
-    except Exception as e:  # a worker died (out of memory, killed) or the cluster went away: keep what finished
-        for a in todo:
-            if a["name"] not in results:
-                results[a["name"]] = RunResult(a["name"], a["output_dir"], "failed", redact_value(a["parameters"]),
-                                               redact(f"the sweep lost this run: {type(e).__name__}: {e}".splitlines()[0]))
+            gen = joblib.Parallel(n_jobs=-1 if scheduler else n_jobs, return_as="generator_unordered")(
+                joblib.delayed(_guarded)(fn, i, it) for i, it in enumerate(items))
+            for i, result, error in tqdm(gen, total=len(items), desc=desc, disable=not progress):
+                done.add(i)
+                yield i, result, error
+    except Exception as e:  # a worker died (out of memory, killed) or the cluster went away: the rest are lost
+        lost = f"lost before it finished: {type(e).__name__}: {e}".splitlines()[0]
+        for i in range(len(items)):
+            if i not in done: yield i, None, lost
     finally:
         if client is not None: client.close()
+
+# %% ../nbs/07_runner.ipynb #a94015b5
+def _execute_runs(todo: list[dict], n_jobs: int, scheduler: str | None, progress: bool, desc: str) -> dict[str, RunResult]:
+    "Run `todo` (run_notebook arguments) on local processes or a Dask cluster; a RunResult for each, by name."
+    results = {}
+    for i, r, error in map_parallel(_run_one, todo, n_jobs, scheduler, progress, desc):
+        a = todo[i]
+        results[a["name"]] = r if r is not None else RunResult(a["name"], a["output_dir"], "failed", redact_value(a["parameters"]),
+                                                               redact(f"this run was {error}"))
     return results
 
 # %% ../nbs/07_runner.ipynb #6ec27ee6

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['Estimate', 'estimates_frame', 'mean_ci', 'wilson', 'proportion_ci', 'bootstrap_ci', 'summarize', 'summarize_columns',
-           'paired_bootstrap', 'mcnemar', 'holm', 'cohen_kappa', 'fleiss_kappa', 'krippendorff_alpha', 'confusion']
+           'paired_bootstrap', 'mcnemar', 'holm', 'min_detectable_effect', 'cohen_kappa', 'fleiss_kappa',
+           'krippendorff_alpha', 'confusion']
 
 # %% ../nbs/09_stats.ipynb #031af913
 import math
@@ -300,9 +301,25 @@ def holm(p_values,  # p values: a list, a Series or a dict name -> p (the index 
     p = _array("holm", list(p_values.values()) if isinstance(p_values, Mapping) else p_values, "p_values")
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any(): raise ValueError(f"holm: p_values must be numbers in [0, 1]; got {p.tolist()}")
     if not 0 < alpha < 1: raise ValueError(f"holm: alpha must be between 0 and 1, e.g. 0.05; got {alpha!r}")
-    from statsmodels.stats.multitest import multipletests
-    reject, adjusted, _, _ = multipletests(p, alpha=alpha, method="holm")
-    return pd.DataFrame({"p_value": p, "p_adjusted": adjusted, "reject": reject}, index=index)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))  # (m - i) p_(i), never decreasing
+    adjusted = np.empty_like(p)
+    adjusted[order] = stepped
+    return pd.DataFrame({"p_value": p, "p_adjusted": adjusted, "reject": adjusted <= alpha}, index=index)
+
+# %% ../nbs/09_stats.ipynb #6b2f0c41
+def min_detectable_effect(sd: float,  # standard deviation of the paired (per-instance) differences
+                          n: int,  # the number of pairs
+                          alpha: float = 0.05,  # the test's significance level
+                          power: float = 0.8,  # the chance of detecting a true effect of this size
+                          two_sided: bool = True,  # a two-sided test (z at 1 - alpha/2), else one-sided (z at 1 - alpha)
+                         ) -> float:
+    "The smallest true mean difference a test at `alpha` detects with `power`: (z_{1-alpha/2} + z_power) * sd / sqrt(n); nan when n < 2."
+    if not 0 < alpha < 1: raise ValueError(f"min_detectable_effect: alpha must be between 0 and 1, e.g. 0.05; got {alpha!r}")
+    if not 0 < power < 1: raise ValueError(f"min_detectable_effect: power must be between 0 and 1, e.g. 0.8; got {power!r}")
+    if n < 2 or not math.isfinite(sd): return math.nan
+    from scipy.stats import norm
+    return float((norm.ppf(1 - alpha / 2 if two_sided else 1 - alpha) + norm.ppf(power)) * sd / math.sqrt(n))
 
 # %% ../nbs/09_stats.ipynb #79513177
 def _labels(fn: str, x, name: str) -> pd.Series:

@@ -11,10 +11,45 @@ import sys
 from pathlib import Path
 
 # %% ../../nbs/25_benchmark_cli.ipynb #6cc2aa8b
+def _cache_args(p):
+    p.add_argument("--cache-dir", help="share this disk cache (default DIR/cache)")
+    p.add_argument("--redis-url", help="share this Redis cache")
+
+def _add_suite(bsub):
+    s = bsub.add_parser("suite", help="run a YAML suite of entries x models, then summarize it",
+                        description="Run every entry of SUITE.yaml on its models (resumable: finished runs are skipped), "
+                                    "then write the leaderboard, comparisons and report.html.")
+    s.add_argument("suite_file", metavar="SUITE.yaml")
+    s.add_argument("-o", "--output-dir", default="benchmark_output", help="where runs/<suite>/<run>/ go (default ./benchmark_output)")
+    s.add_argument("--n-jobs", type=int, metavar="N", help="runs at a time on local processes (default 1 for the embedded model, else 2)")
+    s.add_argument("--scheduler", metavar="ADDR", help="a Dask scheduler address (tcp://host:8786): run on that cluster")
+    s.add_argument("--api-base", help="an OpenAI-compatible endpoint for the models")
+    s.add_argument("--secrets", metavar="FILE", help="a SECRETS/.env file with provider keys")
+    _cache_args(s)
+    s.add_argument("--budget-usd", type=float, help="per worker: refuse calls that would spend more than this")
+    s.add_argument("--rerun", action="store_true", help="run finished runs again (answers come from the cache)")
+    s.add_argument("--dry-run", action="store_true", help="count requests, tokens and USD; make no calls")
+    s.add_argument("--no-report", action="store_true", help="skip the leaderboard and report")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+def _add_compare(bsub):
+    c = bsub.add_parser("compare", help="paired comparison of two models' runs",
+                        description="Align the runs of DIR_A and DIR_B by entry and their instances by id; print the "
+                                    "differences with paired 95%% CIs, McNemar p, Holm-adjusted p and the minimum detectable effect.")
+    c.add_argument("dir_a", metavar="DIR_A", help="a run dir, a suite dir or an output dir")
+    c.add_argument("dir_b", metavar="DIR_B")
+    c.add_argument("--metric", action="append", help="compare this metric (repeatable; default: each scenario's main metric; 'all' for every one)")
+    m = bsub.add_parser("summarize", help="the leaderboard of a suite: CSV, printed table and report.html",
+                        description="Models x entries with 95% CIs, mean win rate and tie groups; writes leaderboard.csv, "
+                                    "comparisons.csv and report.html into DIR.")
+    m.add_argument("dir", metavar="DIR", help="an output dir (every suite) or a suite dir OUT/runs/<suite>")
+    m.add_argument("--metric", help="the metric for every entry (default: each scenario's main metric)")
+    m.add_argument("--no-report", action="store_true", help="skip report.html")
+
 def _models(text: str) -> list[str]: return [m.strip() for m in text.split(",") if m.strip()]
 
 def add_bench(sub):
-    "Add `bench run` and `bench list` to the `rk` sub-parsers `sub`."
+    "Add `bench run`, `list`, `suite`, `compare` and `summarize` to the `rk` sub-parsers `sub`."
     b = sub.add_parser("bench", help="HELM-style benchmark runs with confidence intervals",
                        description="Run benchmark entries (scenario:key=value,...,model=...) and write HELM's run files.")
     bsub = b.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
@@ -27,11 +62,12 @@ def add_bench(sub):
     r.add_argument("--dry-run", action="store_true", help="count requests, tokens and USD; make no calls")
     r.add_argument("--api-base", help="an OpenAI-compatible endpoint for the models (e.g. a vLLM or llama.cpp server)")
     r.add_argument("--secrets", metavar="FILE", help="a SECRETS/.env file with provider keys")
-    r.add_argument("--cache-dir", help="share this disk cache (default DIR/cache)")
-    r.add_argument("--redis-url", help="share this Redis cache")
+    _cache_args(r)
     r.add_argument("--budget-usd", type=float, help="refuse calls that would spend more than this")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bsub.add_parser("list", help="the scenarios and their arguments")
+    _add_suite(bsub)
+    _add_compare(bsub)
 
 # %% ../../nbs/25_benchmark_cli.ipynb #9fca4f86
 def _cmd_list(a) -> int:
@@ -79,7 +115,50 @@ def _cmd_run(a) -> int:
     finally: api.close()
     return 0
 
+# %% ../../nbs/25_benchmark_cli.ipynb #679506fe
+def _print_runs(df):
+    for r in df.itertuples():
+        what = f"{r.requests} requests, {r.model_calls} model calls, {r.cache_hits} cache hits, {r.failed} failed" if r.status == "complete" else (r.error or "")
+        print(f"rk: {r.status:<8} {r.run}  {what}")
+
+def _cmd_suite(a) -> int:
+    from research_kit.benchmark.suites import load_suite, run_suite, suite_run_specs, summarize_suite
+    suite = load_suite(a.suite_file)
+    if a.dry_run:
+        import pandas as pd
+        from research_kit.benchmark.runs import dry_run
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            print(dry_run(suite_run_specs(suite, a.suite_file)).to_string(index=False))
+        print("rk: dry run: no requests were made")
+        return 0
+    params = {"api_base": a.api_base} if a.api_base else {}
+    df = run_suite(suite, a.output_dir, a.n_jobs, a.scheduler, a.cache_dir, a.redis_url, a.secrets, a.budget_usd, a.rerun,
+                   progress=not a.quiet, **params)
+    _print_runs(df)
+    failed = int((df.status == "failed").sum())
+    if not a.no_report and failed < len(df):
+        _summarize(Path(a.output_dir) / "runs" / suite.name, None, report=True)
+    if failed: print(f"rk: {failed} of {len(df)} runs failed; run the same command again to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+# %% ../../nbs/25_benchmark_cli.ipynb #2f8cdf6d
+def _summarize(where: Path, metric, report: bool):
+    from research_kit.benchmark.suites import summarize_suite
+    lb = summarize_suite(where, metric=metric, report=report)
+    print(lb)
+    print(f"rk: wrote {where / 'leaderboard.csv'}, {where / 'comparisons.csv'}" + (f", {where / 'report.html'}" if report else ""))
+
+def _cmd_summarize(a) -> int:
+    _summarize(Path(a.dir), a.metric, not a.no_report)
+    return 0
+
+def _cmd_compare(a) -> int:
+    from research_kit.benchmark.compare import compare, format_table
+    metrics = None if not a.metric else "all" if a.metric == ["all"] else a.metric
+    print(format_table(compare(a.dir_a, a.dir_b, metrics=metrics)))
+    return 0
+
 # %% ../../nbs/25_benchmark_cli.ipynb #f782b2f0
 def cmd_bench(a) -> int:
     "Run `rk bench ACTION` from parsed arguments; returns the exit status."
-    return {"run": _cmd_run, "list": _cmd_list}[a.bench_command](a)
+    return {"run": _cmd_run, "list": _cmd_list, "suite": _cmd_suite, "compare": _cmd_compare, "summarize": _cmd_summarize}[a.bench_command](a)

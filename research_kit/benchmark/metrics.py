@@ -514,7 +514,7 @@ def _score_all(states: list[RequestState], metrics: list[Metric], api, model) ->
     return values, notes, source
 
 def _instance_row(s: RequestState, values: dict, notes: dict) -> dict:
-    row = {"instance_id": s.instance.id, "train_trial_index": s.train_trial_index, "split": s.instance.split,
+    row = {"instance_id": s.instance.id, "perturbation": s.instance.perturbation, "train_trial_index": s.train_trial_index, "split": s.instance.split,
            "sub_split": s.instance.sub_split, "stats": {k: _finite(v) for k, v in values.items()}}
     return row | ({"annotations": notes} if notes else {})
 

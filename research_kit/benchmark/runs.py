@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ..basics import atomic_write, run_sync
-from .adapters import adapt, mapped_output
+from .adapters import adapt, eval_instances, mapped_output
 from .metrics import compute_stats
 from .scenarios import make_scenario, scenario_args, scenario_class
-from .specs import (AdapterSpec, RequestState, RunEntryError, RunSpec, ScenarioSpec, ScenarioState, Stat,
+from .specs import (EVAL_SPLITS, AdapterSpec, DataAugmenterSpec, RequestState, RunEntryError, RunSpec, ScenarioSpec, ScenarioState, Stat,
                                           parse_run_entry, read_json, run_dir_name, write_json)
 
 # %% auto #0
@@ -33,6 +33,13 @@ def _layout_for(model: str) -> dict:
 def _entry_name(scenario: str, args: dict, model: str) -> str:
     return f"{scenario}:" + ",".join([f"{k}={v}" for k, v in args.items()] + [f"model={model}"])
 
+def _augmenter(text: str | None, entry: str) -> DataAugmenterSpec | None:
+    "The DataAugmenterSpec of an entry's `perturbations=` value (None without one)."
+    if not text: return None
+    from research_kit.benchmark.perturbations import parse_perturbations
+    try: return DataAugmenterSpec(perturbation_specs=parse_perturbations(text))
+    except ValueError as e: raise RunEntryError(f"run entry {entry!r}: perturbations={text}: {e}") from None
+
 def run_specs_for(entry: str,  # 'scenario:key=value,...' as on the command line
                   models: Sequence[str] | None = None,  # models for an entry without model= (default: the embedded model)
                   max_eval_instances: int | None = None,  # evaluate at most this many instances per run
@@ -40,7 +47,8 @@ def run_specs_for(entry: str,  # 'scenario:key=value,...' as on the command line
                  ) -> list[RunSpec]:
     "The RunSpecs of one run entry: one per model."
     name, args = parse_run_entry(entry)
-    model = args.pop("model", None)
+    model, perturbations = args.pop("model", None), args.pop("perturbations", None)
+    augmenter = _augmenter(perturbations, entry)
     own = scenario_args(cls) if (cls := scenario_class(name)) else {}  # a scenario's own `seed` stays its own
     adapter_args = {k: args.pop(k) for k in list(args) if k in _ADAPTER_KEYS and k not in own}
     if seed: adapter_args.setdefault("seed", str(seed))  # in the run's name too, so runs of two seeds keep apart
@@ -51,8 +59,10 @@ def run_specs_for(entry: str,  # 'scenario:key=value,...' as on the command line
         try: adapter = AdapterSpec(**{**_layout_for(m), **scenario.adapter_defaults(), **overrides, "model": m})
         except ValueError as e:
             raise RunEntryError(f"run entry {entry!r}: {str(e).splitlines()[-1].strip()} ({', '.join(adapter_args) or 'an adapter setting'})") from None
-        specs.append(RunSpec(name=_entry_name(name, {**args, **adapter_args}, m), scenario_spec=ScenarioSpec(name=name, args=args),
-                             adapter_spec=adapter, metric_specs=tuple(scenario.metric_specs()), groups=(name,)))
+        named = {**args, **adapter_args, **({"perturbations": perturbations} if augmenter else {})}
+        specs.append(RunSpec(name=_entry_name(name, named, m), scenario_spec=ScenarioSpec(name=name, args=args),
+                             adapter_spec=adapter, metric_specs=tuple(scenario.metric_specs()), data_augmenter_spec=augmenter,
+                             groups=(name,)))
     return specs
 
 # %% ../../nbs/24_benchmark_runs.ipynb #db821dae
@@ -108,10 +118,12 @@ def _request_rows(spec: RunSpec, states: Sequence[RequestState], per_instance: l
     for s, pi in zip(states, per_instance):
         r = s.result[0] if s.result else None
         correct = s.instance.first_correct_reference
-        rows.append({"run": spec.name, "model": spec.adapter_spec.model, "instance_id": s.instance.id, "split": s.instance.split,
+        rows.append({"run": spec.name, "scenario": spec.scenario_spec.name, "model": spec.adapter_spec.model,
+                     "instance_id": s.instance.id, "perturbation": s.instance.perturbation, "split": s.instance.split,
                      "sub_split": s.instance.sub_split, "train_trial_index": s.train_trial_index,
-                     "num_train_instances": s.num_train_instances, "prompt_truncated": s.prompt_truncated,
-                     "input": s.instance.input, "correct": correct.output if correct else None,
+                     "num_train_instances": s.num_train_instances, "prompt_truncated": s.prompt_truncated, "prompt": str(s.prompt),
+                     "input": s.instance.input, "references": [r.output + (" (correct)" if r.is_correct else "") for r in s.instance.references],
+                     "correct": correct.output if correct else None,
                      "completion": s.completion, "output": mapped_output(s) if s.result else None, "error": s.error,
                      "prompt_tokens": r.prompt_tokens if r else 0, "completion_tokens": r.completion_tokens if r else 0,
                      "cost_usd": r.cost if r else 0.0, "cached": r.cached if r else False, **pi["stats"], **pi.get("annotations", {})})
@@ -131,6 +143,33 @@ def _write_run(run_dir: Path, spec: RunSpec, states, per_instance: list[dict], s
         atomic_write(run_dir / f"{name}.parquet", lambda f, rows=rows: pd.DataFrame(rows).to_parquet(f, index=False), mode="wb")
     write_json(run_dir / "stats.json", stats)
 
+# %% ../../nbs/24_benchmark_runs.ipynb #5d0e7a31
+def _to_adapt(spec: RunSpec) -> tuple[list, AdapterSpec]:
+    "The instances to adapt and the AdapterSpec: with perturbations the eval sample is drawn first, then perturbed."
+    insts, a = _instances(spec), spec.adapter_spec
+    if spec.data_augmenter_spec is None: return insts, a
+    from research_kit.benchmark.perturbations import augment
+    picked = {id(i) for i in eval_instances(insts, a)}
+    kept = [i for i in insts if i.split not in EVAL_SPLITS or id(i) in picked]
+    return augment(kept, spec.data_augmenter_spec, seed=a.seed), a.model_copy(update={"max_eval_instances": None})
+
+def _scored(states: list[RequestState], spec: RunSpec, api) -> tuple[list[dict], list[Stat]]:
+    "Per-instance values and Stats; with perturbations, the Stats of each perturbation apart, then robustness and fairness."
+    kw = dict(api=api, model=spec.adapter_spec.model, seed=spec.adapter_spec.seed)
+    if spec.data_augmenter_spec is None: return compute_stats(states, spec.metric_specs, **kw)
+    from research_kit.benchmark.perturbations import perturbation_stats
+    import pandas as pd
+    groups: dict = {}
+    for k, s in enumerate(states): groups.setdefault(s.instance.perturbation, []).append(k)
+    per_instance, stats = [None] * len(states), []
+    for p, idx in groups.items():
+        rows, st = compute_stats([states[k] for k in idx], spec.metric_specs, **kw)
+        for k, row in zip(idx, rows): per_instance[k] = row
+        stats += [x.model_copy(update={"perturbation": p}) for x in st]
+    means = {x.name for x in stats if x.method != "count"}
+    frame = pd.DataFrame([{"instance_id": r["instance_id"], "perturbation": r["perturbation"], "split": r["split"], **r["stats"]} for r in per_instance])
+    return per_instance, stats + perturbation_stats(frame, [m for m in frame.columns if m in means], seed=spec.adapter_spec.seed)
+
 # %% ../../nbs/24_benchmark_runs.ipynb #1a785f4e
 async def arun_one(spec: RunSpec,  # what to run
                    api,  # the InferenceAPI that executes it (and the judge, if a metric has one)
@@ -141,10 +180,9 @@ async def arun_one(spec: RunSpec,  # what to run
                   ) -> RunOutcome:
     "Run one RunSpec: instances, adapter, executor, metrics, files."
     t0, calls0, hits0 = time.perf_counter(), api.model_calls, api.cache_hits
-    adaptation = adapt(_instances(spec), spec.adapter_spec)
+    adaptation = adapt(*_to_adapt(spec))
     states = await execute(adaptation.request_states, spec.adapter_spec, api, progress=progress, desc=spec.name[:48], **params)
-    per_instance, stats = await asyncio.to_thread(compute_stats, states, spec.metric_specs, api=api, model=spec.adapter_spec.model,
-                                                  seed=spec.adapter_spec.seed)
+    per_instance, stats = await asyncio.to_thread(_scored, states, spec, api)
     run_dir = Path(output_dir) / "runs" / suite / run_dir_name(spec.name)
     await asyncio.to_thread(_write_run, run_dir, spec, states, per_instance, stats)
     return RunOutcome(spec, run_dir, stats, len(states), sum(s.error is not None for s in states), api.model_calls - calls0,

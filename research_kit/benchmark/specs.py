@@ -17,8 +17,9 @@ from ..messages import LLMResponse, Prompt
 
 # %% auto #0
 __all__ = ['CORRECT_TAG', 'TRAIN_SPLIT', 'VALID_SPLIT', 'TEST_SPLIT', 'EVAL_SPLITS', 'ADAPT_METHODS', 'LAYOUTS', 'Reference',
-           'Instance', 'ScenarioSpec', 'AdapterSpec', 'MetricSpec', 'RunSpec', 'RunEntryError', 'parse_run_entry',
-           'closest', 'run_dir_name', 'RequestState', 'ScenarioState', 'Stat', 'write_json', 'read_json']
+           'Instance', 'ScenarioSpec', 'AdapterSpec', 'MetricSpec', 'PerturbationSpec', 'DataAugmenterSpec', 'RunSpec',
+           'RunEntryError', 'parse_run_entry', 'closest', 'run_dir_name', 'RequestState', 'ScenarioState', 'Stat',
+           'write_json', 'read_json']
 
 # %% ../../nbs/20_benchmark_specs.ipynb #a16d21ab
 CORRECT_TAG = "correct"
@@ -44,6 +45,7 @@ class Instance(BaseModel):
     id: str | None = None  # stable id, e.g. 'id17'; the runner numbers instances that have none
     sub_split: str | None = None  # a finer group reported separately, e.g. 'harmful' / 'benign'
     meta: dict[str, Any] = Field(default_factory=dict)  # what the scenario knows beyond the references
+    perturbation: str | None = None  # the perturbation that rewrote this copy of the instance (None: the original)
 
     @property
     def correct_references(self) -> list[Reference]: return [r for r in self.references if r.is_correct]
@@ -104,6 +106,21 @@ class MetricSpec(BaseModel):
     name: str  # e.g. 'exact_match', 'quasi_exact_match', 'judge'
     args: dict[str, Any] = Field(default_factory=dict)  # e.g. {'judge_model': 'openai/gpt-4o-mini'}
 
+class PerturbationSpec(BaseModel):
+    "A registered perturbation by name, with its arguments ('chain' applies `steps` in order)."
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str  # e.g. 'lowercase', 'misspelling', 'chain'
+    args: dict[str, Any] = Field(default_factory=dict)  # e.g. {'prob': 0.1}
+
+class DataAugmenterSpec(BaseModel):
+    "Which perturbations rewrite which instances, as HELM's DataAugmenterSpec."
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    perturbation_specs: tuple[PerturbationSpec, ...] = ()  # each makes one perturbed copy of an instance
+    should_augment_train_instances: bool = False  # perturb the few-shot examples too
+    should_include_original_train: bool = True
+    should_augment_eval_instances: bool = True
+    should_include_original_eval_instances: bool = True  # keep the unperturbed instance (robustness and fairness need it)
+
 class RunSpec(BaseModel):
     "One run: a scenario, how to adapt it, what to measure."
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,6 +128,7 @@ class RunSpec(BaseModel):
     scenario_spec: ScenarioSpec
     adapter_spec: AdapterSpec
     metric_specs: tuple[MetricSpec, ...] = ()
+    data_augmenter_spec: DataAugmenterSpec | None = None  # perturbations; None: the instances as they are
     groups: tuple[str, ...] = ()  # comparison groups, e.g. ('arith',)
 
 # %% ../../nbs/20_benchmark_specs.ipynb #8737396e
@@ -179,6 +197,7 @@ class Stat(BaseModel):
     name: str  # the metric, e.g. 'exact_match'
     split: str | None = None  # 'test', 'valid', or None for the whole run
     sub_split: str | None = None
+    perturbation: str | None = None  # computed on perturbed instances: a perturbation's name, 'worst' (robustness), or None
     n: int  # instances behind the mean
     mean: float
     stderr: float | None = None
@@ -187,7 +206,7 @@ class Stat(BaseModel):
     method: str | None = None  # how the interval was computed, e.g. 'wilson', 'bootstrap-percentile'
 
     def __repr__(self):
-        where = "/".join(filter(None, (self.split, self.sub_split)))
+        where = "/".join(filter(None, (self.split, self.sub_split, self.perturbation)))
         ci = f" [{self.ci_low:.3f}, {self.ci_high:.3f}]" if self.ci_low is not None and self.ci_high is not None else ""
         return f"Stat({self.name}{'@' + where if where else ''}: {self.mean:.3f}{ci} n={self.n})"
 
