@@ -153,8 +153,10 @@ def metric_plot(df: pd.DataFrame,  # one row per group (per x, or per x and hue)
     if kind not in ("point", "bar"): raise ValueError(f"metric_plot: kind must be 'point' or 'bar', got {kind!r}")
     _check_interval(df, x, estimate, lo, hi, hue)
     xs, series = list(pd.unique(df[x])), list(pd.unique(df[hue])) if hue is not None else [None]
-    width = 0.8 / len(series)
-    fig, ((ax,),) = _figure(figsize=(max(4.5, 1.0 + 0.45 * len(xs) * (len(series) + 1)) + (1.8 if hue is not None else 0), 4.0))
+    width, wrapped = 0.8 / len(series), any("\n" in str(v) for v in xs)  # labels wrapped by the caller stay level, given room
+    need = 0.08 * max(len(line) for v in xs for line in str(v).splitlines() or [""]) if wrapped else 0  # inches of the longest line
+    per_x = max(0.45 * (len(series) + 1), min(1.8, need))
+    fig, ((ax,),) = _figure(figsize=(max(4.5, 1.0 + per_x * len(xs)) + (1.8 if hue is not None else 0), 4.0))
     for j, (s, color) in enumerate(zip(series, PALETTE * len(series))):
         d = df if s is None else df[df[hue] == s]
         pos = np.array([xs.index(v) for v in d[x]]) + (j - (len(series) - 1) / 2) * width
@@ -164,7 +166,7 @@ def metric_plot(df: pd.DataFrame,  # one row per group (per x, or per x and hue)
     ax.set(xticks=range(len(xs)), xticklabels=xs, xlabel=_label(labels, x), ylabel=_label(labels, estimate))
     ax.set_title(title or f"{_label(labels, estimate)} by {_label(labels, x)}", loc="left", pad=18)
     ax.annotate(f"error bars: {ci}", (0, 1), xycoords="axes fraction", xytext=(0, 5), textcoords="offset points", fontsize=9, color="dimgrey")
-    if max(len(str(v)) for v in xs) > 10: plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    if (need > per_x) if wrapped else max(len(str(v)) for v in xs) > 10: plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     if hue is not None: ax.legend(title=_label(labels, hue), loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 

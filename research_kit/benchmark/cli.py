@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# %% ../../nbs/25_benchmark_cli.ipynb #6cc2aa8b
+# %% ../../nbs/25_benchmark_cli.ipynb #9a0bf8b8
 def _cache_args(p):
     p.add_argument("--cache-dir", help="share this disk cache (default DIR/cache)")
     p.add_argument("--redis-url", help="share this Redis cache")
@@ -32,6 +32,7 @@ def _add_suite(bsub):
     s.add_argument("--no-report", action="store_true", help="skip the leaderboard and report")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
+# %% ../../nbs/25_benchmark_cli.ipynb #bb635bb4
 def _add_compare(bsub):
     c = bsub.add_parser("compare", help="paired comparison of two models' runs",
                         description="Align the runs of DIR_A and DIR_B by entry and their instances by id; print the "
@@ -46,6 +47,7 @@ def _add_compare(bsub):
     m.add_argument("--metric", help="the metric for every entry (default: each scenario's main metric)")
     m.add_argument("--no-report", action="store_true", help="skip report.html")
 
+# %% ../../nbs/25_benchmark_cli.ipynb #6cc2aa8b
 def _models(text: str) -> list[str]: return [m.strip() for m in text.split(",") if m.strip()]
 
 def add_bench(sub):
@@ -115,7 +117,7 @@ def _cmd_run(a) -> int:
     finally: api.close()
     return 0
 
-# %% ../../nbs/25_benchmark_cli.ipynb #679506fe
+# %% ../../nbs/25_benchmark_cli.ipynb #5f6a261d
 def _print_runs(df):
     for r in df.itertuples():
         what = f"{r.requests} requests, {r.model_calls} model calls, {r.cache_hits} cache hits, {r.failed} failed" if r.status == "complete" else (r.error or "")
@@ -141,7 +143,7 @@ def _cmd_suite(a) -> int:
     if failed: print(f"rk: {failed} of {len(df)} runs failed; run the same command again to retry them", file=sys.stderr)
     return 1 if failed else 0
 
-# %% ../../nbs/25_benchmark_cli.ipynb #2f8cdf6d
+# %% ../../nbs/25_benchmark_cli.ipynb #238ebff5
 def _summarize(where: Path, metric, report: bool):
     from research_kit.benchmark.suites import summarize_suite
     lb = summarize_suite(where, metric=metric, report=report)
