@@ -16,8 +16,8 @@ import pandas as pd
 from fastcore.basics import patch
 
 from ..basics import atomic_write
-from .runs import LoadedRun, load_run
-from .specs import EVAL_SPLITS
+from .runs import LoadedRun, find_runs, load_run
+from .specs import EVAL_SPLITS, entry_of
 from ..stats import holm, mcnemar, min_detectable_effect, paired_bootstrap, summarize
 
 # %% auto #0
@@ -71,35 +71,19 @@ def main_metric(run,  # a run dir or a LoadedRun
         if name in have: return name
     raise ValueError(f"{run.run_dir}: stats.parquet names no per-instance metric besides counts; pass metric= (requests.parquet has: {', '.join(have) or 'none'})")
 
-# %% ../../nbs/27_benchmark_compare.ipynb #d6d494e8
-def _entry(name: str,  # a run spec name, 'scenario:key=value,...,model=...'
-          ) -> str:
-    "The run name without its model= argument: what the runs of different models share."
-    scenario, _, args = name.partition(":")
-    kept = [a for a in args.split(",") if a and not a.startswith("model=")]
-    return f"{scenario}:{','.join(kept)}" if kept else scenario
-
 # %% ../../nbs/27_benchmark_compare.ipynb #c7712ad7
-def _run_dirs(path: Path) -> list[Path]:
-    "`path` itself when it is a run dir, else the finished runs under it as a suite dir (*/) or an output dir (runs/*/*/)."
-    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such directory; give a run dir, a suite dir (OUT/runs/<suite>) or an output dir (OUT)")
-    if (path / "stats.json").exists() or (path / "run_spec.json").exists(): return [path]
-    if found := sorted(p.parent for p in [*path.glob("*/stats.json"), *path.glob("runs/*/*/stats.json")]): return found
-    raise FileNotFoundError(f"{path}: no finished run here (no stats.json in it, in */ or in runs/*/*/); "
-                            "give a run dir, a suite dir (OUT/runs/<suite>) or an output dir (OUT)")
-
 def _load_runs(source) -> list[LoadedRun]:
     "Every run of `source`: a LoadedRun, a run/suite/output dir, or a list of them."
     items = source if isinstance(source, (list, tuple)) else [source]
     if not items: raise ValueError("no runs given: pass a run dir, a suite dir (OUT/runs/<suite>), an output dir (OUT) or a list of run dirs")
-    return [run for s in items for run in ([s] if isinstance(s, LoadedRun) else [load_run(d) for d in _run_dirs(Path(s))])]
+    return [run for s in items for run in ([s] if isinstance(s, LoadedRun) else [load_run(d) for d in find_runs(s)])]
 
 # %% ../../nbs/27_benchmark_compare.ipynb #d24d2f03
 def _by_entry(runs: Sequence[LoadedRun], side: str) -> dict[str, LoadedRun]:
     "The runs of one side keyed by entry; an entry met twice is an error that names both runs."
     out = {}
     for r in runs:
-        if (e := _entry(r.run_spec.name)) in out:
+        if (e := entry_of(r.run_spec.name)) in out:
             raise ValueError(f"{side} holds two runs of entry {e!r}: {out[e].run_dir} and {r.run_dir}; "
                              "pass a directory with one model's runs, or the run dirs themselves")
         out[e] = r
@@ -109,7 +93,7 @@ def _by_entry(runs: Sequence[LoadedRun], side: str) -> dict[str, LoadedRun]:
 def _matched(runs_a: list[LoadedRun], runs_b: list[LoadedRun]) -> list[tuple[str, LoadedRun, LoadedRun]]:
     "(entry, run of a, run of b) for every entry both sides ran; two single runs of one scenario pair whatever their entries."
     if len(runs_a) == len(runs_b) == 1 and runs_a[0].run_spec.scenario_spec.name == runs_b[0].run_spec.scenario_spec.name:
-        ea, eb = _entry(runs_a[0].run_spec.name), _entry(runs_b[0].run_spec.name)
+        ea, eb = entry_of(runs_a[0].run_spec.name), entry_of(runs_b[0].run_spec.name)
         return [(ea if ea == eb else f"{ea} vs {eb}", runs_a[0], runs_b[0])]
     a, b = _by_entry(runs_a, "run_a"), _by_entry(runs_b, "run_b")
     if not (shared := [e for e in a if e in b]):
@@ -244,7 +228,7 @@ def _cells(runs: Sequence[LoadedRun]) -> dict[str, dict[str, LoadedRun]]:
     "entry -> model -> run, entries in order of first appearance; a model run twice on one entry is an error naming both."
     cells = {}
     for r in runs:
-        e, m = _entry(r.run_spec.name), r.run_spec.adapter_spec.model
+        e, m = entry_of(r.run_spec.name), r.run_spec.adapter_spec.model
         if m in (row := cells.setdefault(e, {})):
             raise ValueError(f"leaderboard: two runs of model {m!r} on entry {e!r}: {row[m].run_dir} and {r.run_dir}; "
                              "pass one suite dir (OUT/runs/<suite>) or a list of run dirs")

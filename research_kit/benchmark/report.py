@@ -15,24 +15,11 @@ from typing import Sequence
 
 import research_kit
 from ..basics import atomic_write
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun, find_runs, load_run
+from .specs import entry_of
 
 # %% auto #0
 __all__ = ['report_html', 'write_report']
-
-# %% ../../nbs/29_benchmark_report.ipynb #6445593c
-def _run_dirs(source) -> list[Path]:
-    "The finished run directories `source` names: an output dir, a suite dir, a run dir, or a list of run dirs."
-    if not isinstance(source, (str, os.PathLike)):
-        dirs = [Path(p) for p in source]
-        if not dirs: raise ValueError("write_report: source is an empty list; pass run directories (OUT/runs/<suite>/<run>)")
-        return dirs
-    d = Path(source)
-    if (d / "stats.json").exists(): return [d]
-    found = sorted(p.parent for p in d.glob("runs/*/*/stats.json")) or sorted(p.parent for p in d.glob("*/stats.json"))
-    if not found: raise FileNotFoundError(f"{d}: no finished runs here; pass an output dir (holding runs/<suite>/<run>/), "
-                                          "a suite dir or a list of run dirs, and run `rk bench run ... -o DIR` first")
-    return found
 
 # %% ../../nbs/29_benchmark_report.ipynb #c48198d7
 def _load(run_dir: Path) -> LoadedRun:
@@ -43,12 +30,6 @@ def _load(run_dir: Path) -> LoadedRun:
     return run
 
 # %% ../../nbs/29_benchmark_report.ipynb #6c34ea62
-def _entry(run_name: str) -> str:
-    "A run's entry: its name without the model, e.g. 'arith:difficulty=easy'."
-    scenario, _, args = run_name.partition(":")
-    rest = [a for a in args.split(",") if a and not a.startswith("model=")]
-    return scenario + (":" + ",".join(rest) if rest else "")
-
 def _run_facts(run: LoadedRun) -> dict:
     r = run.requests
     return {"run": run.run_spec.name, "suite": run.run_dir.parent.name, "model": run.run_spec.adapter_spec.model,
@@ -69,7 +50,7 @@ def _overview(runs: Sequence[LoadedRun]) -> dict:
     reqs = [r.requests for r in runs]
     n = sum(len(r) for r in reqs)
     return {"runs": facts, "suites": list(dict.fromkeys(f["suite"] for f in facts)),
-            "models": list(dict.fromkeys(f["model"] for f in facts)), "entries": list(dict.fromkeys(_entry(f["run"]) for f in facts)),
+            "models": list(dict.fromkeys(f["model"] for f in facts)), "entries": list(dict.fromkeys(entry_of(f["run"]) for f in facts)),
             "requests": n, "failed": sum(f["failed"] for f in facts), "cost": f"${sum(r.cost_usd.sum() for r in reqs):.4f}",
             "cached": f"{sum(r.cached.sum() for r in reqs) / n:.0%}" if n else "-"}
 
@@ -167,7 +148,7 @@ def _robustness(stats) -> dict | None:
     keys = pert[["run", "model", "name"]].drop_duplicates()
     at = {(r.run, r.name, r.perturbation if isinstance(r.perturbation, str) else "original"): _ci(r.mean, r.ci_low, r.ci_high)
           for r in s[s["split"].isin(pert["split"].unique())].itertuples()}
-    rows = [{"entry": _entry(k.run), "model": k.model, "stat": k.name,
+    rows = [{"entry": entry_of(k.run), "model": k.model, "stat": k.name,
              "cells": [at.get((k.run, k.name, p), "") for p in ["original", *names]]} for k in keys.itertuples()]
     return {"perturbations": ["original", *names], "rows": rows}
 
@@ -241,7 +222,7 @@ def report_html(source,  # an output dir (runs/<suite>/<run>/ under it), a suite
     import pandas as pd
     from markupsafe import Markup
     if page_size < 1: raise ValueError(f"report_html: page_size must be at least 1, got {page_size}")
-    runs = [_load(d) for d in _run_dirs(source)]
+    runs = [_load(d) for d in find_runs(source)]
     table, metrics, cmp = _tables(runs, leaderboard, comparisons)
     ov = _overview(runs)
     drill = [{"id": f"run-data-{i}", "label": f"{f['run']} ({f['requests']} requests)", "json": Markup(_drill(r, max_instances))}

@@ -20,7 +20,7 @@ from .specs import (EVAL_SPLITS, AdapterSpec, DataAugmenterSpec, RequestState, R
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'run_specs_for', 'execute', 'RunOutcome', 'arun_one', 'stats_frame', 'run_benchmark', 'LoadedRun',
-           'load_run', 'load_stats', 'dry_run']
+           'load_run', 'find_runs', 'load_stats', 'dry_run']
 
 # %% ../../nbs/24_benchmark_runs.ipynb #b39abc3a
 DEFAULT_MODEL = "local/gemma-3-270m"
@@ -238,6 +238,23 @@ def load_run(run_dir: str | Path,  # a directory under output_dir/runs/<suite>/
                                 "(an unfinished run has none: run it again)")
     return LoadedRun(run_dir, read_json(run_dir / "run_spec.json", RunSpec), pd.read_parquet(run_dir / "stats.parquet"),
                      pd.read_parquet(run_dir / "requests.parquet"))
+
+# %% ../../nbs/24_benchmark_runs.ipynb #7ede6b57
+def find_runs(source,  # a run dir, a suite dir (OUT/runs/<suite>), an output dir (OUT), or a list of them
+             ) -> list[Path]:
+    "The run directories `source` names: itself when it is one, else the finished runs under it, sorted."
+    import os
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not items: raise ValueError("no runs given: pass a run dir, a suite dir (OUT/runs/<suite>), an output dir (OUT) or a list of them")
+    out = []
+    for p in map(Path, items):
+        if not p.is_dir(): raise FileNotFoundError(f"{p}: no such directory; give a run dir, a suite dir (OUT/runs/<suite>) or an output dir (OUT)")
+        if (p / "stats.json").exists() or (p / "run_spec.json").exists(): out.append(p); continue
+        found = sorted(q.parent for q in [*p.glob("*/stats.json"), *p.glob("runs/*/*/stats.json")])
+        if not found: raise FileNotFoundError(f"{p}: no finished run here (no stats.json in it, in */ or in runs/*/*/); give a run dir, "
+                                              "a suite dir (OUT/runs/<suite>) or an output dir (OUT), and run `rk bench run ... -o DIR` first")
+        out += found
+    return out
 
 # %% ../../nbs/24_benchmark_runs.ipynb #f17a556c
 def _finished_runs(output_dir: Path, suite: str | None) -> list[Path]:

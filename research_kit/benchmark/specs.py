@@ -18,8 +18,8 @@ from ..messages import LLMResponse, Prompt
 # %% auto #0
 __all__ = ['CORRECT_TAG', 'TRAIN_SPLIT', 'VALID_SPLIT', 'TEST_SPLIT', 'EVAL_SPLITS', 'ADAPT_METHODS', 'LAYOUTS', 'Reference',
            'Instance', 'ScenarioSpec', 'AdapterSpec', 'MetricSpec', 'PerturbationSpec', 'DataAugmenterSpec', 'RunSpec',
-           'RunEntryError', 'parse_run_entry', 'closest', 'run_dir_name', 'RequestState', 'ScenarioState', 'Stat',
-           'write_json', 'read_json']
+           'RunEntryError', 'parse_run_entry', 'closest', 'run_dir_name', 'entry_of', 'RequestState', 'ScenarioState',
+           'Stat', 'write_json', 'read_json']
 
 # %% ../../nbs/20_benchmark_specs.ipynb #a16d21ab
 CORRECT_TAG = "correct"
@@ -164,6 +164,14 @@ def run_dir_name(name: str,  # a run spec name
                 ) -> str:
     "A file-system-safe directory name for a run."
     return re.sub(r"[^A-Za-z0-9=,:._-]+", "_", name).strip("_")[:200]
+
+# %% ../../nbs/20_benchmark_specs.ipynb #e73fe488
+def entry_of(run_name: str,  # a run spec name, 'scenario:key=value,...,model=...'
+            ) -> str:
+    "A run's entry: its name without the model= argument, what the runs of different models share."
+    scenario, _, args = run_name.partition(":")
+    kept = [a for a in args.split(",") if a and not a.startswith("model=")]
+    return f"{scenario}:{','.join(kept)}" if kept else scenario
 
 # %% ../../nbs/20_benchmark_specs.ipynb #dc27d016
 class RequestState(BaseModel):
