@@ -204,4 +204,4 @@ def test_ten_thousand_instances(reports, browser):
 
 def test_bad_sources(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished run here"): report_html(tmp_path)
-    with pytest.raises(ValueError, match="empty list"): report_html([])
+    with pytest.raises(ValueError, match="no runs given"): report_html([])
