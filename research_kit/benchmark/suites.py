@@ -130,6 +130,12 @@ def suite_jobs(specs: Sequence[RunSpec]  # the runs of a suite
 def _cache_args(output_dir: Path, cache_dir, redis_url) -> dict:
     return {"redis_url": redis_url} if redis_url else {"cache_dir": str(Path(cache_dir or output_dir / "cache").absolute())}
 
+# %% ../../nbs/28_benchmark_suites.ipynb #ca60b3c6
+def _safe_error(error: str, params: dict, secrets_file=None) -> str:
+    from research_kit.config import parse_env_file, redact, redact_url, secret_values
+    extra = [params.get("api_key")] + (list(parse_env_file(secrets_file).values()) if secrets_file else [])
+    return redact(redact_url(error), secret_values([v for v in extra if isinstance(v, str) and len(v) >= 8]))
+
 # %% ../../nbs/28_benchmark_suites.ipynb #089b2451
 def _write_manifest(root: Path, suite: Suite, backend: str, rows: list[dict]):
     write_json(root / "suite.json", {"suite": suite.model_dump(mode="json"), "backend": backend,
@@ -188,7 +194,7 @@ def run_suite(suite: Suite | str | Path,  # a Suite, or its YAML file
     if api is not None and (n_jobs > 1 or scheduler): raise SuiteError(f"{where}: api= serves runs in this process only; drop it, or use n_jobs=1 and no scheduler")
     for k, r in _run_jobs(jobs, n_jobs, scheduler, progress, f"suite {suite.name}", api).items():
         i = todo[k]
-        rows[i] = {**rows[i], **r} if "run" in r else {**rows[i], "status": "failed", "error": r["error"]}
+        rows[i] = {**rows[i], **r} if "run" in r else {**rows[i], "status": "failed", "error": _safe_error(r["error"], params, secrets_file)}
     _write_manifest(root, suite, backend, rows)
     return pd.DataFrame(rows)
 
