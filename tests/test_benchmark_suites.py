@@ -96,6 +96,29 @@ def test_a_suite_killed_mid_way_resumes_asking_only_for_the_missing_answers(tmp_
     assert sorted(board.model) == ["openai/model-a", "openai/model-b"]
 
 
+def test_worker_processes_do_not_outlive_a_suite_killed_alone(tmp_path, rk):
+    "kill -9 of `rk` alone (not its process group): its local workers notice and exit, and ask the provider nothing more."
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    with ScriptedServer(reply=_right_unless_lowercased, latency=0.03) as srv:
+        proc = subprocess.Popen([rk.path, "bench", "suite", "suite.yaml", "-o", "out", "--api-base", srv.url, "--n-jobs", "2", "-q"],
+                                cwd=tmp_path, env={**os.environ, **KEY}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while srv.requests < 30 and time.monotonic() < deadline and proc.poll() is None: time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL); proc.wait()
+        gone = time.monotonic() + 10
+        while time.monotonic() < gone:
+            try: os.killpg(proc.pid, 0)                                    # anything left of the group?
+            except ProcessLookupError: break
+            time.sleep(0.2)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("worker processes outlived the killed suite by 10 s")
+        after = srv.requests
+        time.sleep(1.0)
+        assert srv.requests == after < 240
+
+
 SHIPPED = """\
 name: shipped
 max_eval_instances: 3

@@ -5,6 +5,7 @@
 # %% ../../nbs/28_benchmark_suites.ipynb #4503bf60
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -103,9 +104,19 @@ def _summary(spec: RunSpec, status: str, run_dir: Path, o=None, error: str | Non
             "model_calls": o.model_calls if o else 0, "cache_hits": o.cache_hits if o else 0,
             "duration_s": round(o.duration_s, 2) if o else 0.0, "run_dir": str(run_dir), "error": error}
 
+def _exit_with(parent: int):
+    "In a local worker process: exit as soon as `parent` (the process that started the suite) is gone."
+    import os, threading
+    def watch():
+        while os.getppid() == parent: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
 def _run_in_worker(job: dict) -> dict:
     "One run of a suite in a worker: its own InferenceAPI on the shared cache."
+    import os
     from research_kit.client import InferenceAPI
+    if job.get("parent") == os.getppid(): _exit_with(job["parent"])  # a local process (loky): do not outlive a killed suite
     if job.get("secrets_file"):
         from research_kit.config import setup_environment
         setup_environment(job["secrets_file"], log=False)
@@ -187,7 +198,7 @@ def run_suite(suite: Suite | str | Path,  # a Suite, or its YAML file
     rows = [_summary(s, "skipped" if not rerun and _finished_run(d, s) else "pending", d) for s, d in zip(specs, dirs)]
     todo = [i for i, r in enumerate(rows) if r["status"] == "pending"]
     cache = _cache_args(out, cache_dir, redis_url)
-    jobs = [{"spec": specs[i].model_dump(mode="json"), "output_dir": str(out.absolute()), "suite": suite.name, "cache": cache,
+    jobs = [{"spec": specs[i].model_dump(mode="json"), "output_dir": str(out.absolute()), "suite": suite.name, "cache": cache, "parent": os.getpid(),
              "params": params, "budget_usd": budget_usd, "secrets_file": str(Path(secrets_file).absolute()) if secrets_file else None}
             for i in todo]
     _write_manifest(root, suite, backend, rows)
