@@ -87,9 +87,9 @@ def _print_outcome(o):
           f"{o.num_failed} failed, {o.duration_s:.1f} s")
     for note in o.notes: print(f"  note: {note}")
     for s in o.stats:
-        where = "/".join(filter(None, (s.split, s.sub_split))) or "all"
+        where = "/".join(filter(None, (s.split, s.sub_split, s.perturbation))) or "all"
         ci = f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s.ci_low is not None else ""
-        print(f"  {s.name:<28} {where:<14} {_fmt(s.mean):>7} {ci:<17} n={s.n}")
+        print(f"  {s.name:<28} {where:<22} {_fmt(s.mean):>7} {ci:<17} n={s.n}")
     print(f"  files: {o.run_dir}")
 
 # %% ../../nbs/25_benchmark_cli.ipynb #e444d9ea

@@ -113,11 +113,12 @@ def _paired_test(a: pd.Series, b: pd.Series, confidence: float, alpha: float, po
     x, y, dropped = _aligned(a, b)
     if x.size == 0: return dict(n=0, mean_a=math.nan, mean_b=math.nan, diff=math.nan, ci_low=math.nan, ci_high=math.nan,
                                 test=None, p_value=math.nan, mde=math.nan, dropped=dropped)
-    boot = paired_bootstrap(x, y, n_resamples=n_resamples, confidence=confidence, seed=seed)
     binary = np.isin(x, (0, 1)).all() and np.isin(y, (0, 1)).all()
+    est = (mcnemar(x, y, confidence=confidence) if binary
+           else paired_bootstrap(x, y, n_resamples=n_resamples, confidence=confidence, seed=seed))
     sd = float(np.std(x - y, ddof=1)) if x.size > 1 else math.nan
-    return dict(n=x.size, mean_a=x.mean(), mean_b=y.mean(), diff=boot.value, ci_low=boot.ci_low, ci_high=boot.ci_high,
-                test="mcnemar-exact" if binary else "paired-bootstrap", p_value=mcnemar(x, y).p_value if binary else boot.p_value,
+    return dict(n=x.size, mean_a=x.mean(), mean_b=y.mean(), diff=est.value, ci_low=est.ci_low, ci_high=est.ci_high,
+                test="mcnemar-exact" if binary else "paired-bootstrap", p_value=est.p_value,
                 mde=min_detectable_effect(sd, x.size, alpha, power), dropped=dropped)
 
 # %% ../../nbs/27_benchmark_compare.ipynb #814c41c0
@@ -164,7 +165,7 @@ def compare(run_a,  # a run dir, a LoadedRun, a suite dir (OUT/runs/<suite>), an
             n_resamples: int = 2000,  # bootstrap resamples
             seed: int | None = 0,  # bootstrap seed
            ) -> pd.DataFrame:
-    "Paired comparison per matched entry, metric and perturbation group: a - b with a paired bootstrap CI, McNemar or bootstrap p, Holm, MDE."
+    "Paired comparison per matched entry, metric and perturbation group: a - b with a paired CI and p (McNemar for 0/1, else bootstrap), Holm, MDE."
     opts, rows = dict(confidence=confidence, alpha=alpha, power=power, n_resamples=n_resamples, seed=seed), []
     for entry, ra, rb in _matched(_load_runs(run_a), _load_runs(run_b)):
         ms = _metrics_for(ra, rb, metrics)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import functools
 import gc
 import inspect
@@ -571,9 +572,14 @@ def compute_stats(states: list[RequestState],  # the run's request states, answe
                   api=None,  # the InferenceAPI a judge metric calls
                   model: str | None = None,  # the run's model: the judge's when its spec names none
                   seed: int = 0,  # seeds the bootstrap CIs
+                  progress: bool = True,  # False: no progress bar from a metric that calls a model (a judge)
                  ) -> tuple[list[dict], list[Stat]]:
     "Per-instance values (one dict per state) and the aggregate Stats with 95% CIs, per split and sub-split."
     metrics = [m if isinstance(m, Metric) else make_metric(m) for m in metric_specs]
+    if not progress:  # a copy, so the caller's metric keeps its own setting
+        metrics = [copy.copy(m) if getattr(m, "progress", False) else m for m in metrics]
+        for m in metrics:
+            if getattr(m, "progress", False): m.progress = False
     values, notes, source = _score_all(states, metrics, api, model)
     with _gc_paused():
         per_instance = [_instance_row(s, v, a) for s, v, a in zip(states, values, notes)]

@@ -153,9 +153,9 @@ def _to_adapt(spec: RunSpec) -> tuple[list, AdapterSpec]:
     kept = [i for i in insts if i.split not in EVAL_SPLITS or id(i) in picked]
     return augment(kept, spec.data_augmenter_spec, seed=a.seed), a.model_copy(update={"max_eval_instances": None})
 
-def _scored(states: list[RequestState], spec: RunSpec, api) -> tuple[list[dict], list[Stat]]:
+def _scored(states: list[RequestState], spec: RunSpec, api, progress: bool = True) -> tuple[list[dict], list[Stat]]:
     "Per-instance values and Stats; with perturbations, the Stats of each perturbation apart, then robustness and fairness."
-    kw = dict(api=api, model=spec.adapter_spec.model, seed=spec.adapter_spec.seed)
+    kw = dict(api=api, model=spec.adapter_spec.model, seed=spec.adapter_spec.seed, progress=progress)
     if spec.data_augmenter_spec is None: return compute_stats(states, spec.metric_specs, **kw)
     from research_kit.benchmark.perturbations import perturbation_stats
     import pandas as pd
@@ -182,7 +182,7 @@ async def arun_one(spec: RunSpec,  # what to run
     t0, calls0, hits0 = time.perf_counter(), api.model_calls, api.cache_hits
     adaptation = adapt(*_to_adapt(spec))
     states = await execute(adaptation.request_states, spec.adapter_spec, api, progress=progress, desc=spec.name[:48], **params)
-    per_instance, stats = await asyncio.to_thread(_scored, states, spec, api)
+    per_instance, stats = await asyncio.to_thread(_scored, states, spec, api, progress)
     run_dir = Path(output_dir) / "runs" / suite / run_dir_name(spec.name)
     await asyncio.to_thread(_write_run, run_dir, spec, states, per_instance, stats)
     return RunOutcome(spec, run_dir, stats, len(states), sum(s.error is not None for s in states), api.model_calls - calls0,
