@@ -75,7 +75,7 @@ def _board(table) -> dict | None:
     entries, sizes = _board_entries(table), table.groupby("tie_group")["model"].transform("size")
     groups = list(dict.fromkeys(table["tie_group"]))
     rows = [{"rank": f"{int(r['rank'])}{'=' if k > 1 else ''}", "tied": k > 1, "tie_group": r["tie_group"], "model": r["model"],
-             "band": groups.index(r["tie_group"]) % 2 == 1, "mwr": f"{r['mean_win_rate']:.3f}",
+             "band": groups.index(r["tie_group"]) % 2 == 1, "mwr": _ci(r["mean_win_rate"], None, None),
              "cells": [_ci(r[e], r[f"{e} ci_low"], r[f"{e} ci_high"]) for e in entries]} for (_, r), k in zip(table.iterrows(), sizes)]
     return {"entries": entries, "rows": rows}
 
