@@ -31,6 +31,8 @@ def test_a_model_failing_only_on_lowercased_inputs_shows_a_robustness_drop_with_
     with ScriptedServer(reply=_right_unless_lowercased) as srv, InferenceAPI(cache_dir=tmp_path / "cache") as api:
         [out] = run_benchmark([entry], api, tmp_path, models=["openai/scripted"], max_eval_instances=60, progress=False, **srv.params)
         assert out.num_requests == 180 and srv.requests == 180          # 60 originals, 60 lowercased, 60 with extra spaces
+    keys = [(s.name, s.split, s.sub_split, s.perturbation) for s in out.stats]
+    assert len(keys) == len(set(keys))                                  # one Stat per metric, split and perturbation
     stats = {(s.name, s.perturbation): s for s in out.stats if s.split == "test" and s.sub_split is None}
     assert stats[("exact_match", None)].mean == 1.0                     # right on every original
     assert stats[("exact_match", "extra_space")].mean == 1.0             # and where only spaces were added

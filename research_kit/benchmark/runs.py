@@ -168,7 +168,9 @@ def _scored(states: list[RequestState], spec: RunSpec, api, progress: bool = Tru
         stats += [x.model_copy(update={"perturbation": p}) for x in st]
     means = {x.name for x in stats if x.method != "count"}
     frame = pd.DataFrame([{"instance_id": r["instance_id"], "perturbation": r["perturbation"], "split": r["split"], **r["stats"]} for r in per_instance])
-    return per_instance, stats + perturbation_stats(frame, [m for m in frame.columns if m in means], seed=spec.adapter_spec.seed)
+    have = {(x.name, x.split, x.sub_split, x.perturbation) for x in stats}  # each perturbation's own means are in already
+    extra = perturbation_stats(frame, [m for m in frame.columns if m in means], seed=spec.adapter_spec.seed)
+    return per_instance, stats + [x for x in extra if (x.name, x.split, x.sub_split, x.perturbation) not in have]
 
 # %% ../../nbs/24_benchmark_runs.ipynb #1a785f4e
 async def arun_one(spec: RunSpec,  # what to run
