@@ -284,7 +284,7 @@ def dry_run(runs,  # run entries or RunSpecs
     rows = []
     for spec in _as_specs(runs, models, max_eval_instances):
         a = spec.adapter_spec
-        states = adapt(_instances(spec), a).request_states
+        states = adapt(*_to_adapt(spec)).request_states  # perturbed copies included
         prompt_tokens = sum(count_tokens(a.model, s.prompt) for s in states)
         completion = len(states) * a.num_outputs * a.max_tokens
         info = model_info(a.model)
