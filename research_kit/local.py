@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['MODEL_NAME', 'INSTALL_HINT', 'DEFAULT_MAX_TOKENS', 'DEFAULT_TEMPERATURE', 'LocalModelUnavailable', 'model_dir',
-           'model_path', 'load_transcript', 'format_transcript', 'LocalBuildUnsupported', 'LocalModel', 'LocalProvider',
-           'register']
+           'model_path', 'load_transcript', 'format_transcript', 'LocalBuildUnsupported', 'LocalModel', 'json_grammar',
+           'LocalProvider', 'register']
 
 # %% ../nbs/03_local.ipynb #d98f33aa
 import asyncio
 import atexit
 import hashlib
+import functools
 import json
 import os
 import threading
@@ -178,6 +179,28 @@ def close_all(cls: LocalModel):
     if inst is not None:
         with inst.lock: inst.llm.close()
 
+# %% ../nbs/03_local.ipynb #95fd1ad9
+def json_grammar(response_format: dict) -> str | None:
+    "The GBNF grammar for an OpenAI `response_format`: json_schema -> that schema, json_object -> any JSON object, text -> None."
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text": return None
+    if kind == "json_object": return JSON_GBNF
+    schema = (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+    if not isinstance(schema, dict):
+        raise litellm.BadRequestError("response_format must be {'type': 'json_schema', 'json_schema': {'name': ..., 'schema': "
+                                      "{...}}}, {'type': 'json_object'} or {'type': 'text'}; got " + repr(response_format)[:200],
+                                      model=MODEL_NAME, llm_provider="local")
+    try: return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as e:
+        raise litellm.BadRequestError(f"local/{MODEL_NAME} cannot follow this JSON schema ({type(e).__name__}: {e})",
+                                      model=MODEL_NAME, llm_provider="local") from None
+
+@functools.lru_cache(maxsize=32)
+def _llama_grammar(gbnf: str):
+    from llama_cpp.llama_grammar import LlamaGrammar
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
 # %% ../nbs/03_local.ipynb #f0f0d505
 @patch
 def generate(self: LocalModel, prompt: str,  # the raw text to continue
@@ -186,12 +209,14 @@ def generate(self: LocalModel, prompt: str,  # the raw text to continue
              stop: list[str] | None = None,  # stop sequences (not included in the output)
              seed: int | None = None,  # sampling seed; same seed + same prompt = same text
              top_logprobs: int | None = None,  # also return each token's logprob and this many alternatives
+             grammar: str | None = None,  # a GBNF grammar the text must follow (see `json_grammar`)
              **sampling,  # top_p, top_k, min_p, repeat_penalty, presence_penalty, frequency_penalty
             ) -> dict:
     "Continue `prompt`; returns llama-cpp-python's completion dict (text, finish_reason, usage), plus `token_logprobs` when asked."
     with self.lock:
         self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
         rec = _LogprobRecorder(self.llm, top_logprobs) if top_logprobs is not None else None
+        if grammar is not None: sampling["grammar"] = _llama_grammar(grammar)
         out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
                                          seed=seed if seed is not None else -1,
                                          logits_processor=[rec] if rec else None, **sampling)
@@ -262,6 +287,7 @@ def _local_params(model: str, params: dict) -> dict:
     stop = params.pop("stop", None) or []
     out["stop"] = list(_TRANSCRIPT["stop"]) + ([stop] if isinstance(stop, str) else list(stop))
     out.update({k: params.pop(k) for k in _SAMPLING if k in params})
+    if (rf := params.pop("response_format", None)) is not None and (g := json_grammar(rf)) is not None: out["grammar"] = g
     want_lp, k = params.pop("logprobs", False), params.pop("top_logprobs", None)
     if want_lp or k:
         if k is not None and not (0 <= int(k) <= 20):
@@ -269,7 +295,7 @@ def _local_params(model: str, params: dict) -> dict:
         out["top_logprobs"] = int(k or 0)
     if params:
         raise litellm.UnsupportedParamsError(message=f"local/{MODEL_NAME} does not support {sorted(params)}; it accepts "
-                                             f"max_tokens, temperature, seed, stop, n, logprobs, top_logprobs, {', '.join(_SAMPLING)}",
+                                             f"max_tokens, temperature, seed, stop, n, logprobs, top_logprobs, response_format, {', '.join(_SAMPLING)}",
                                              model=model, llm_provider="local")
     if out["max_tokens"] < 1: raise litellm.BadRequestError(f"max_tokens must be >= 1, got {out['max_tokens']}", model=model, llm_provider="local")
     return out

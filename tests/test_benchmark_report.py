@@ -19,11 +19,9 @@ from research_kit.benchmark.runs import load_run, run_benchmark
 from research_kit.client import InferenceAPI
 from research_kit.testing import ScriptedServer
 
+from conftest import open_page, screenshot_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "_report_screenshots"
 WAIT_MS = 15_000
 XSS = "<script>window.__xss=1</script>"
 BIG = 10_000
@@ -86,26 +84,14 @@ def reports(suite, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
-        yield b
-        b.close()
+def shots():
+    return screenshot_dir("_report_screenshots")
 
 
 def _open(browser, path: Path):
     "A page on the report with its errors and any request that is not file:// or data: recorded."
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(WAIT_MS)
-    pg.errors, pg.outside = [], []
-    pg.on("console", lambda m: pg.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: pg.errors.append(f"page error: {e}"))
-    pg.on("request", lambda r: pg.outside.append(r.url) if not r.url.startswith(("file://", "data:")) else None)
     t0 = time.perf_counter()
-    pg.goto(path.as_uri(), wait_until="load", timeout=WAIT_MS)
+    pg = open_page(browser, path.as_uri(), timeout_ms=WAIT_MS)
     pg.wait_for_selector("#inst-body tr", timeout=WAIT_MS)
     pg.first_screen_s = time.perf_counter() - t0
     return pg
@@ -127,11 +113,11 @@ def test_report_file_is_self_contained(reports):
     assert html.count('src="data:image/png;base64,') == 1                        # both entries' CIs in one figure
 
 
-def test_report_in_chromium(reports, browser):
-    pg = _open(browser, reports["small"])
+def test_report_in_chromium(reports, chromium, shots):
+    pg = _open(chromium, reports["small"])
     try:
         assert "Leaderboard" in pg.inner_text("#leaderboard") and pg.locator("table.board tbody tr").count() == 2
-        pg.screenshot(path=str(SHOTS / "report_top.png"), full_page=False)
+        pg.screenshot(path=str(shots / "report_top.png"), full_page=False)
         # the run of model-b on arith holds the <script> completion: find it with the filter box
         label = next(o for o in pg.eval_on_selector_all("#run-select option", "os => os.map(o => o.textContent)") if o.startswith("arith") and "model-b" in o)
         pg.select_option("#run-select", label=label)
@@ -143,7 +129,7 @@ def test_report_in_chromium(reports, browser):
         assert pg.evaluate("window.__xss") is None and pg.locator("#inst-body script").count() == 0
         pg.click("#inst-body tr >> nth=0")
         assert XSS in pg.inner_text("#detail") and pg.is_visible("#detail")
-        pg.screenshot(path=str(SHOTS / "report_xss_as_text.png"), full_page=True)
+        pg.screenshot(path=str(shots / "report_xss_as_text.png"), full_page=True)
 
         # sorting: by input, then the other way round
         pg.fill("#f-text", "")
@@ -172,16 +158,16 @@ def test_report_in_chromium(reports, browser):
         pg.wait_for_function("() => document.getElementById('page-status').textContent.startsWith('page 1 of')", timeout=WAIT_MS)
         wrong = int(re.search(r"(\d+) of 60 rows", _status(pg)).group(1))
         assert 0 < wrong < 60 and set(_column(pg, heads.index("completion"))) == {XSS}
-        pg.screenshot(path=str(SHOTS / "report_full.png"), full_page=True)
+        pg.screenshot(path=str(shots / "report_full.png"), full_page=True)
     finally:
         pg.close()
     assert not pg.errors, pg.errors
     assert not pg.outside, f"requests that left file://: {pg.outside}"
 
 
-def test_ten_thousand_instances(reports, browser):
+def test_ten_thousand_instances(reports, chromium, shots):
     size_mb = reports["big"].stat().st_size / 1e6
-    pg = _open(browser, reports["big"])
+    pg = _open(chromium, reports["big"])
     try:
         assert pg.locator("#inst-body tr").count() == 50
         assert "of 10000 rows" in _status(pg) and _status(pg).startswith("page 1 of 200")
@@ -193,7 +179,7 @@ def test_ten_thousand_instances(reports, browser):
         pg.click(f"#inst-head th >> nth={heads.index('exact_match')}")
         assert set(_column(pg, heads.index("exact_match"))) == {"0"}
         sort_s = time.perf_counter() - t0
-        pg.screenshot(path=str(SHOTS / "report_10000.png"), full_page=False)
+        pg.screenshot(path=str(shots / "report_10000.png"), full_page=False)
     finally:
         pg.close()
     print(f"10,000-instance report: {size_mb:.1f} MB, first page in {pg.first_screen_s:.2f}s, sort of 5,000 rows {sort_s:.2f}s")

@@ -23,11 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import build_docs  # noqa: E402
+from conftest import screenshot_dir  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "_docs_screenshots"
 BUILD_TIMEOUT_S = 1500
 PAGE_TIMEOUT_MS = 30_000
 NOTEBOOKS = build_docs.site_order(ROOT / "nbs")
@@ -69,14 +66,8 @@ def server(site):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
-        yield b
-        b.close()
+def shots():
+    return screenshot_dir("_docs_screenshots")
 
 
 class _Ids(HTMLParser):
@@ -148,10 +139,10 @@ def test_notebooks_missing_from_the_sidebar_go_where_their_names_sort(tmp_path):
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_in_chromium(site, server, browser, page):
+def test_page_in_chromium(site, server, chromium, shots, page):
     errors, outside, failed = [], [], []
     origin = server.rstrip("/")
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    pg = chromium.new_page(viewport={"width": 1400, "height": 900})
     pg.set_default_timeout(PAGE_TIMEOUT_MS)
     pg.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
@@ -166,7 +157,7 @@ def test_page_in_chromium(site, server, browser, page):
         nav = pg.eval_on_selector_all("nav.sidebar a", "els => els.map(e => [e.getAttribute('href'), e.className])")
         title = pg.inner_text("h1.title")
         broken_imgs = pg.eval_on_selector_all("img", "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src)")
-        shot = SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")
+        shot = shots / (page.replace("/", "__").removesuffix(".html") + ".png")
         pg.screenshot(path=str(shot), full_page=True)
     finally:
         pg.close()

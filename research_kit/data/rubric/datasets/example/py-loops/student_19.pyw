@@ -1,0 +1,4 @@
+# my times table project
+# TODO
+
+print("hello")

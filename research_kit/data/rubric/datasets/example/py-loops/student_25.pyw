@@ -1,0 +1,7 @@
+def table():
+    n = int(input("num "))
+    m = 1
+    print(n, "x", m, "=", n * m)
+
+table()
+print("end")

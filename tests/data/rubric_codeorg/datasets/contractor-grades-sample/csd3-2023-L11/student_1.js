@@ -1,0 +1,16 @@
+background("skyblue");
+fill("green");
+rect(0, 300, 400, 100);
+fill("yellow");
+ellipse(340, 60, 70, 70);
+var tree = createSprite(90, 260);
+tree.setAnimation("tree");
+tree.scale = 0.8;
+var kite = createSprite(randomNumber(150, 300), 120);
+kite.setAnimation("kite");
+kite.rotation = 20;
+drawSprites();
+fill("black");
+textSize(20);
+text("A windy day", 140, 30);
+text("in the park", 150, 380);

@@ -1,0 +1,10 @@
+background("black");
+var star1 = createSprite(randomNumber(0, 400), randomNumber(0, 200));
+var star2 = createSprite(randomNumber(0, 400), randomNumber(0, 200));
+star1.setAnimation("star");
+star2.setAnimation("star");
+star2.scale = randomNumber(2, 6) / 10;
+fill(rgb(randomNumber(100, 255), 0, 0));
+ellipse(200, 380, 300, 120);
+drawSprites();
+text("Night sky", 20, 20);

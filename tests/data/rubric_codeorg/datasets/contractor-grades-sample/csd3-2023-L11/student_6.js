@@ -1,0 +1,12 @@
+background("lightyellow");
+var cat = createSprite(120, 250);
+cat.setAnimation("cat");
+cat.scale = 0.5;
+var dog = createSprite(280, 250);
+dog.setAnimation("dog");
+dog.scale = 0.5;
+drawSprites();
+fill("brown");
+rect(0, 330, 400, 70);
+textSize(24);
+text("Best friends", 130, 60);
