@@ -10,10 +10,11 @@ __all__ = ['MODEL_NAME', 'INSTALL_HINT', 'DEFAULT_MAX_TOKENS', 'DEFAULT_TEMPERAT
 # %% ../nbs/03_local.ipynb #d98f33aa
 import asyncio
 import atexit
+import ctypes
 import hashlib
-import functools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -196,11 +197,6 @@ def json_grammar(response_format: dict) -> str | None:
         raise litellm.BadRequestError(f"local/{MODEL_NAME} cannot follow this JSON schema ({type(e).__name__}: {e})",
                                       model=MODEL_NAME, llm_provider="local") from None
 
-@functools.lru_cache(maxsize=32)
-def _llama_grammar(gbnf: str):
-    from llama_cpp.llama_grammar import LlamaGrammar
-    return LlamaGrammar.from_string(gbnf, verbose=False)
-
 # %% ../nbs/03_local.ipynb #f0f0d505
 @patch
 def generate(self: LocalModel, prompt: str,  # the raw text to continue
@@ -216,10 +212,12 @@ def generate(self: LocalModel, prompt: str,  # the raw text to continue
     with self.lock:
         self.llm.reset()  # no KV-cache reuse from the previous prompt: it shifts the numbers, so sampled text would depend on call order
         rec = _LogprobRecorder(self.llm, top_logprobs) if top_logprobs is not None else None
-        if grammar is not None: sampling["grammar"] = _llama_grammar(grammar)
-        out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
-                                         seed=seed if seed is not None else -1,
-                                         logits_processor=[rec] if rec else None, **sampling)
+        seed = seed if seed is not None else -1
+        if grammar is not None:  # our own loop: llama-cpp-python would check the whole vocabulary at every step
+            out = _grammar_completion(self.llm, self.vocab_index, prompt, grammar, max_tokens=max_tokens, temperature=temperature,
+                                      stop=stop or [], seed=seed, record=rec, **sampling)
+        else: out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
+                                               seed=seed, logits_processor=[rec] if rec else None, **sampling)
         if rec is not None: out["token_logprobs"] = rec.finish(out["choices"][0]["text"])
         return out
 
@@ -267,6 +265,191 @@ def finish(self: _LogprobRecorder, text: str) -> list[dict]:
         out.append({"token": piece.decode("utf-8", "replace"), "logprob": lp,
                     "top_logprobs": [{"token": self._piece(i).decode("utf-8", "replace"), "logprob": l} for i, l in zip(ids, lps)]})
     return out
+
+# %% ../nbs/03_local.ipynb #gfs00001
+class _Candidates:
+    "A llama.cpp `llama_token_data_array` over a numpy buffer, refilled in place: the tokens a sampler chooses among."
+    def __init__(self, n: int = 256):
+        import numpy as np, llama_cpp
+        self.np, self.lib = np, llama_cpp
+        self.buf = np.zeros(n, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True))
+        assert self.buf.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
+        self.data = self.buf.ctypes.data_as(llama_cpp.llama_token_data_p)
+        self.arr = llama_cpp.llama_token_data_array(data=self.data, size=0, selected=-1, sorted=False)
+
+    def fill(self, ids, logits=0.0):
+        "Hold tokens `ids` (ascending, as llama.cpp lists the vocabulary, so that ties break the same way) and their `logits`."
+        if len(ids) > len(self.buf): self.__init__(2 * len(ids))
+        n = len(ids)
+        self.buf["id"][:n], self.buf["logit"][:n], self.buf["p"][:n] = ids, logits, 0.0
+        self.arr.data, self.arr.size, self.arr.selected, self.arr.sorted = self.data, n, -1, False
+        return self
+
+    def apply(self, *samplers):
+        "Run llama.cpp samplers over the candidates in turn (a grammar gives the tokens it rejects a logit of -inf)."
+        for s in samplers: self.lib.llama_sampler_apply(s, ctypes.byref(self.arr))
+        return self
+
+    @property
+    def logits(self): return self.buf["logit"][:self.arr.size]
+    @property
+    def ok(self): return self.np.isfinite(self.logits)  # the tokens the grammar allows
+    @property
+    def selected(self) -> int: return int(self.arr.data[self.arr.selected].id)  # the token a final sampler chose
+
+# %% ../nbs/03_local.ipynb #gfs00002
+class _VocabIndex:
+    "The vocabulary grouped by the first byte, and the first two bytes, of each token's text, with a probe token per byte."
+    split = 1024  # groups bigger than this are also split by their second byte
+
+    def __init__(self, llm):
+        import numpy as np, llama_cpp as lib
+        self.np, self.lib, self.n = np, lib, llm.n_vocab()
+        vocab, buf = lib.llama_model_get_vocab(llm.model), ctypes.create_string_buffer(256)
+        first, second, size = np.full(self.n, -1, np.int16), np.full(self.n, -1, np.int16), np.zeros(self.n, np.int32)
+        self.eog = np.zeros(self.n, bool)
+        for i in range(self.n):  # the text llama.cpp's grammar reads: special tokens spelled out
+            size[i] = k = lib.llama_token_to_piece(vocab, i, buf, 256, 0, True)
+            if k < 0: first[i] = 0x80  # longer than the buffer (none is): a group that is never pruned
+            elif k > 0: first[i] = buf[0][0]
+            if k > 1: second[i] = buf[1][0]
+            self.eog[i] = lib.llama_vocab_is_eog(vocab, i)
+        one = (first > 0) & (size == 1)
+        self.probe = np.full(256, -1, np.int32)
+        self.probe[first[one]] = np.flatnonzero(one)  # a token whose whole text is this byte
+        self.always = np.zeros(256, bool)  # bytes whose groups are always checked:
+        self.always[0x80:0xC2] = self.always[0xF5:] = True  # UTF-8 continuation bytes and bytes no character starts with
+        self.always |= self.probe < 0
+        self.always[0] = False  # a text that starts with NUL is always rejected
+        self.big = (np.bincount(first[first >= 0], minlength=256) > self.split) & ~self.always
+        self.big[0x80:] = False  # split only the groups of ASCII characters
+        self.key = (first.astype(np.int32) + 1) * 257 + second + 1  # (first byte, second byte) + 1: 0 = none
+        self.cand = _Candidates(512)
+
+# %% ../nbs/03_local.ipynb #gfs00003
+@patch(as_prop=True)
+def vocab_index(self: LocalModel) -> _VocabIndex:
+    "The model's vocabulary grouped for fast grammar checks (built on first use, in about a second)."
+    if getattr(self, "_vocab_index", None) is None: self._vocab_index = _VocabIndex(self.llm)
+    return self._vocab_index
+
+# %% ../nbs/03_local.ipynb #gfs00004
+@patch
+def candidates(self: _VocabIndex, grammar, ascii_only: bool = True):
+    "Ids of every token llama.cpp `grammar` may accept now (a superset of those it accepts), in ascending order."
+    np, lib = self.np, self.lib
+    probed = np.flatnonzero((self.probe >= 0) & ~self.always)
+    def passing(g):  # the bytes a text may start with, for llama.cpp grammar sampler `g`
+        ok = self.always.copy()
+        ok[probed[self.cand.fill(self.probe[probed]).apply(g).ok]] = True
+        if not ascii_only: ok[0x80:] = True
+        return ok
+    ok1 = passing(grammar)
+    ok2 = np.zeros((257, 257), bool)  # by (first byte, second byte) + 1, where 0 = none
+    ok2[1:] = ok1[:, None]
+    for b in np.flatnonzero(ok1 & self.big):
+        after = lib.llama_sampler_clone(grammar)
+        try:
+            lib.llama_sampler_accept(after, int(self.probe[b]))
+            ok2[b + 1, 2:] = passing(after)[1:]  # a NUL second byte ends the text: it stays with the first byte
+        finally: lib.llama_sampler_free(after)
+    return np.flatnonzero(ok2.ravel()[self.key] | self.eog).astype(np.int32)
+
+# %% ../nbs/03_local.ipynb #gfs00005
+def _after_grammar(temperature: float, seed: int, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                   typical_p: float = 1.0):
+    "A llama.cpp sampler chain that picks the token, as llama-cpp-python's does after its grammar sampler."
+    import llama_cpp as lib
+    if temperature == 0: steps = [lib.llama_sampler_init_greedy()]
+    elif temperature < 0: steps = [lib.llama_sampler_init_dist(seed)]
+    else: steps = [lib.llama_sampler_init_top_k(top_k), lib.llama_sampler_init_typical(typical_p, 1),
+                   lib.llama_sampler_init_top_p(top_p, 1), lib.llama_sampler_init_min_p(min_p, 1),
+                   lib.llama_sampler_init_temp(temperature), lib.llama_sampler_init_dist(seed)]
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    for s in steps: lib.llama_sampler_chain_add(chain, s)
+    return chain
+
+# %% ../nbs/03_local.ipynb #gfs00006
+_GRAMMAR_TOP_K = 64  # the likeliest tokens the grammar checks first at each step
+
+class _GrammarSampler:
+    "One generation's grammar-constrained sampling: the likeliest tokens first, every token the grammar may allow when none passes."
+    def __init__(self, llm, index: _VocabIndex, grammar: str, temperature: float, seed: int, top_k: int = 40,
+                 top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0, repeat_penalty: float = 1.0,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
+        import numpy as np, llama_cpp as lib
+        self.np, self.lib, self.index, self.n_vocab = np, lib, index, llm.n_vocab()
+        self.grammar = lib.llama_sampler_init_grammar(lib.llama_model_get_vocab(llm.model), grammar.encode("utf-8"), b"root")
+        if not self.grammar: raise ValueError(f"llama.cpp cannot parse this GBNF grammar (see `json_grammar`): {grammar[:200]!r}")
+        self.penalties = lib.llama_sampler_init_penalties(self.n_vocab, llm.last_n_tokens_size, repeat_penalty,
+                                                          frequency_penalty, presence_penalty)
+        neutral = (repeat_penalty, frequency_penalty, presence_penalty) == (1.0, 0.0, 0.0)
+        self.last_n = 0 if neutral else llm.last_n_tokens_size  # penalties change these earlier tokens' logits
+        self.chain = _after_grammar(temperature, seed, top_k, top_p, min_p, typical_p)
+        self.ascii_only = grammar.isascii() and not re.search(r"\\(u|U|x[89a-fA-F])", grammar)
+        self.cand, self.history, self.n_full = _Candidates(), [], 0
+
+    def __enter__(self): return self
+    def __exit__(self, *exc):
+        for s in (self.penalties, self.grammar, self.chain): self.lib.llama_sampler_free(s)
+
+# %% ../nbs/03_local.ipynb #gfs00007
+@patch
+def sample(self: _GrammarSampler, logits) -> int:
+    "The next token for the model's `logits` (all of the vocabulary), among those the grammar allows."
+    np, k = self.np, min(_GRAMMAR_TOP_K, self.n_vocab)
+    kth = np.partition(logits, self.n_vocab - k)[self.n_vocab - k]
+    ids = np.flatnonzero(logits >= kth)
+    if self.last_n and self.history: ids = np.union1d(ids, self.history[-self.last_n:])
+    c = self.cand.fill(ids, logits[ids]).apply(self.penalties, self.grammar)
+    if not (c.ok.any() and c.logits[c.ok].max() >= kth):  # every token outside the top k has a logit below kth
+        self.n_full += 1
+        ids = self.index.candidates(self.grammar, self.ascii_only)
+        c = self.cand.fill(ids, logits[ids]).apply(self.penalties, self.grammar)
+        if not c.ok.any(): raise RuntimeError("the grammar allows no next token: it cannot be completed from here")
+    token = c.apply(self.chain).selected
+    for s in (self.penalties, self.grammar, self.chain): self.lib.llama_sampler_accept(s, token)
+    self.history.append(token)
+    return token
+
+# %% ../nbs/03_local.ipynb #gfs00008
+def _pending_bytes(text: bytes, pending: int) -> int:
+    "Tokens `create_completion` waits for the rest of a UTF-8 character before looking for stops (its rule, quirks and all)."
+    for i, byte in enumerate(text[-3:]):
+        for num, pattern in ((2, 192), (3, 224), (4, 240)):
+            if num > 3 - i and pattern & byte == pattern: pending = num - (3 - i)
+    return pending
+
+# %% ../nbs/03_local.ipynb #gfs00009
+def _grammar_completion(llm, index: _VocabIndex, prompt: str, grammar: str, max_tokens: int, temperature: float,
+                        stop: list[str], seed: int, record=None, **sampling) -> dict:
+    "`llm.create_completion(prompt, grammar=...)` with `_GrammarSampler`: the same dict, and the same text at temperature 0."
+    import numpy as np, llama_cpp as lib
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    n_ctx, n_vocab, vocab = llm.n_ctx(), llm.n_vocab(), lib.llama_model_get_vocab(llm.model)
+    if len(tokens) >= n_ctx: raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {n_ctx}")
+    max_tokens = min(max_tokens, n_ctx - len(tokens))
+    stops, done, finish, pending = [s.encode("utf-8") for s in stop], [], "length", 0
+    with _GrammarSampler(llm, index, grammar, temperature, seed, **sampling) as sampler:
+        llm.reset(); llm.eval(tokens)
+        while True:
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            if record is not None: record(np.asarray(tokens + done), logits)
+            token = sampler.sample(logits)
+            if lib.llama_vocab_is_eog(vocab, token):
+                text, finish = llm.detokenize(done, prev_tokens=tokens), "stop"; break
+            done.append(token)
+            text = llm.detokenize(done, prev_tokens=tokens)
+            pending = _pending_bytes(text, pending)
+            if pending > 0: pending -= 1
+            else:
+                if hits := [s for s in stops if s in text]:
+                    text, finish = text[:text.index(hits[0])], "stop"; break
+                if len(done) >= max_tokens: break
+            llm.eval([token])
+    return {"id": f"cmpl-{uuid.uuid4()}", "object": "text_completion", "created": int(time.time()), "model": llm.model_path,
+            "choices": [{"text": text.decode("utf-8", errors="ignore"), "index": 0, "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": len(done), "total_tokens": len(tokens) + len(done)}}
 
 # %% ../nbs/03_local.ipynb #605e2412
 _SAMPLING = ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")

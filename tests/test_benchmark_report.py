@@ -128,6 +128,7 @@ def test_report_in_chromium(reports, chromium, shots):
         assert XSS in body, body[:500]
         assert pg.evaluate("window.__xss") is None and pg.locator("#inst-body script").count() == 0
         pg.click("#inst-body tr >> nth=0")
+        pg.wait_for_function("() => document.getElementById('detail').textContent.includes('__xss')", timeout=WAIT_MS)
         assert XSS in pg.inner_text("#detail") and pg.is_visible("#detail")
         pg.screenshot(path=str(shots / "report_xss_as_text.png"), full_page=True)
 

@@ -160,8 +160,8 @@ from research_kit.client import InferenceAPI
 url, worker, cache_arg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 kw = {"redis_url": cache_arg} if cache_arg.startswith("unix://") else {"cache_dir": cache_arg}
 api = InferenceAPI(concurrency=20, **kw)
-# 150 prompts of this worker's own and 50 shared by all four, written at the same time
-prompts = [f"w{worker} prompt {i}" for i in range(150)] + [f"shared prompt {i}" for i in range(50)]
+# 80 prompts of this worker's own and 40 shared by all four, written at the same time
+prompts = [f"w{worker} prompt {i}" for i in range(80)] + [f"shared prompt {i}" for i in range(40)]
 res = api.batch(prompts, "openai/m", api_base=url, api_key="sk-scripted-server-no-key-needed", progress=False)
 assert [r[0].completion for r in res] == prompts
 print(json.dumps({"model_calls": api.model_calls}))
@@ -183,7 +183,7 @@ def test_four_processes_write_one_cache(tmp_path, backend, request):
             assert "Traceback" not in e
     cache = DiskCache(cache_arg) if backend == "disk" else RedisCache(cache_arg)
     texts = sorted(e.response.completion for e in cache.entries())
-    want = sorted([f"w{w} prompt {i}" for w in range(4) for i in range(150)] + [f"shared prompt {i}" for i in range(50)])
+    want = sorted([f"w{w} prompt {i}" for w in range(4) for i in range(80)] + [f"shared prompt {i}" for i in range(40)])
     assert texts == want  # nothing lost, nothing duplicated
     # a fifth process finds every answer
     five = subprocess.run([sys.executable, str(script), srv.url, "0", cache_arg], cwd=ROOT, capture_output=True, text=True, timeout=300)

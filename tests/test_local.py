@@ -107,10 +107,10 @@ def test_sampled_text_does_not_depend_on_what_the_process_asked_before():
     "llama.cpp reuses the KV cache of the previous prompt's prefix; that shifted sampled text (seen in a sweep)."
     target = "Explain photosynthesis in one sentence."
     runs = [subprocess.run([sys.executable, "-c", SAMPLED_CHILD, *before, target], capture_output=True, text=True, timeout=300)
-            for before in ([], ["What is the capital of France?"], ["Name three primary colours.", "Name a fruit."])]
+            for before in ([], ["Name three primary colours.", "Name a fruit."])]
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
     texts = [r.stdout.strip() for r in runs]
-    assert texts[0] not in ("", "''") and texts[1] == texts[0] and texts[2] == texts[0], texts
+    assert texts[0] not in ("", "''") and texts[1] == texts[0], texts
 
 
 def test_gguf_is_assembled_once_atomically(tmp_path, monkeypatch):

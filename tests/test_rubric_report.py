@@ -144,7 +144,7 @@ def _output(path: Path, dataset: str, experiment: str, ranks: list[int], extra: 
     if extra: rows.append(dict(lesson="L1", student="s50", concept="C1", predicted=L.labels[0], actual=L.labels[0]))  # only in this run
     pd.DataFrame(rows).assign(actual_2=None, votes="{}", n_votes=1, agree_votes=1, split=False, observations="", reason="", status="ok") \
         .to_csv(path / "predictions.csv", index=False)
-    (path / "run.json").write_text(json.dumps({"dataset": dataset, "experiment": experiment}))
+    (path / "rubric_run.json").write_text(json.dumps({"dataset": dataset, "experiment": experiment}))
     return path
 
 
@@ -194,11 +194,11 @@ def test_compare_html(tmp_path, chromium, shots):
 
 def test_compare_errors(tmp_path):
     a = _output(tmp_path / "a", "data-1", "x", [0] * 20)
-    with pytest.raises(ValueError, match=r"a/run.json has dataset 'data-1' but .*b/run.json has 'data-2'"):
+    with pytest.raises(ValueError, match=r"a/rubric_run.json has dataset 'data-1' but .*b/rubric_run.json has 'data-2'"):
         compare_outputs(a, _output(tmp_path / "b", "data-2", "y", [0] * 20))
     other = tmp_path / "c"
     other.mkdir()
     pd.DataFrame([dict(lesson="L2", student="z", concept="C1", predicted=L.labels[0], actual=L.labels[0])]).to_csv(other / "predictions.csv", index=False)
-    (other / "run.json").write_text(json.dumps({"dataset": "data-1"}))
+    (other / "rubric_run.json").write_text(json.dumps({"dataset": "data-1"}))
     with pytest.raises(ValueError, match="no \\(lesson, student, concept\\) that both graded"): compare_outputs(a, other)
-    with pytest.raises(FileNotFoundError, match="run.json does not exist"): compare_outputs(a, tmp_path)
+    with pytest.raises(FileNotFoundError, match="rubric_run.json does not exist"): compare_outputs(a, tmp_path)

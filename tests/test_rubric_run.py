@@ -73,7 +73,7 @@ def test_a_codeorg_directory_runs_unchanged(tmp_path):
             assert json.loads(got.votes) == {l: votes.count(l) for l in DEFAULT_LABELS if l in votes}
             assert got.split == (len(set(votes)) > 1)
     out = {f.name for f in (tmp_path / "out").iterdir()}
-    assert {"metrics.csv", "predictions.csv", "gradings.csv", "run.json", "report.html", "confidence", "plots"} <= out
+    assert {"metrics.csv", "predictions.csv", "gradings.csv", "rubric_run.json", "report.html", "confidence", "plots"} <= out
     conf = json.loads((tmp_path / "out" / "confidence" / "csd3-2023-L11.json").read_text())
     assert set(conf) == set(ds.labels.columns) and set(conf.values()) <= {"HIGH", "MEDIUM", "LOW"}
     m = pd.read_csv(tmp_path / "out" / "metrics.csv")
@@ -147,3 +147,20 @@ def test_the_gate_and_compare_from_the_command_line(tmp_path, capsys, monkeypatc
     pa, pb = (pd.read_csv(tmp_path / d / "predictions.csv").dropna(subset=["predicted", "actual"]) for d in "ab")
     assert row["a"] == (pa.predicted == pa.actual).mean() and row["b"] == (pb.predicted == pb.actual).mean() == 1.0
     assert row["n"] == len(pa) == 78 and abs(row["diff"] - (row["b"] - row["a"])) < 1e-12 and row["ci_low"] > 0
+
+
+def test_rk_run_rubric_notebook_through_papermill(tmp_path, rk):
+    "The experiment notebook's parameters through `rk run rubric` (the docs build runs its defaults on the embedded model)."
+    with ScriptedServer(reply=_json_grader) as srv:
+        out = rk("run", "rubric", "-p", "model", "openai/scripted", "-p", "api_base", srv.url, "-p", "lessons", "js-sprites",
+                 "-p", "max_students", "0", "-p", "num_responses", "2", "-o", "rub", cwd=tmp_path, env=KEY, timeout=600)
+        assert out.returncode == 0, out.stderr
+        assert srv.requests == 25                                 # 26 artifacts, one blank
+    exp = tmp_path / "rub"
+    g = pd.read_csv(exp / "gradings.csv")
+    assert len(g) == 26 and set(g.status) == {"ok", "blank"} and (g[g.status == "ok"].n_valid == 2).all()
+    p = pd.read_csv(exp / "predictions.csv")
+    assert len(p) == 78 and set(p.predicted) <= set(DEFAULT_LABELS) and set(p.lesson) == {"js-sprites"}
+    assert (exp / "report.html").stat().st_size > 10_000 and (exp / "results" / "metrics.csv").exists()
+    info = json.loads((exp / "rubric_run.json").read_text())
+    assert info["models"] == ["openai/scripted"] and info["params"]["js-sprites"]["num-responses"] == 2

@@ -17,7 +17,7 @@ def _add_run(rsub):
     r = rsub.add_parser("run", help="grade a dataset with an experiment; agreement with the humans, report, confidence",
                         description="Grade every artifact of datasets/NAME/<lesson>/ with experiments/NAME/<lesson>/ and "
                                     "measure the grader against the human labels (95%% CIs). Writes metrics.csv, "
-                                    "predictions.csv, gradings.csv, run.json, confidence/, plots/ and report.html into OUT.")
+                                    "predictions.csv, gradings.csv, rubric_run.json, confidence/, plots/ and report.html into OUT.")
     r.add_argument("--root", help="the folder (or fsspec URL) holding datasets/ experiments/ releases/ (default: the shipped example)")
     r.add_argument("--dataset", default="example", help="datasets/<NAME> (default: example)")
     r.add_argument("--experiment", default="example", help="experiments/<NAME> (default: example)")
@@ -77,7 +77,7 @@ def _print_run(run) -> None:
     print(f"per 1,000 gradings: {u['tokens_per_1000_gradings']:,.0f} tokens, ${u['usd_per_1000_gradings']:.2f}")
     for lesson, levels in run.confidence.items():
         print(f"confidence {lesson}: " + ", ".join(f"{c} {v}" for c, v in levels.items()))
-    print(f"files in {run.output_dir}: metrics.csv predictions.csv gradings.csv run.json confidence/"
+    print(f"files in {run.output_dir}: metrics.csv predictions.csv gradings.csv rubric_run.json confidence/"
           + ("" if not (run.output_dir / "report.html").exists() else " plots/ report.html"))
 
 # %% ../../nbs/35_rubric_cli.ipynb #0f990950

@@ -271,7 +271,7 @@ def report_html(*, predictions: pd.DataFrame,  # one row per (lesson, student, c
                 metrics: pd.DataFrame,  # research_kit.rubric.agreement's figures: lesson, concept, rater, metric, value, ci_low, ci_high, n
                 experiments: dict[str, Experiment],  # lesson -> the Experiment it was graded with
                 datasets: dict[str, Dataset] | None = None,  # lesson -> its Dataset, to show each student's code
-                info: dict | None = None,  # the run's facts (run.json), listed under "Run"
+                info: dict | None = None,  # the run's facts (rubric_run.json), listed under "Run"
                 label_set: LabelSet = LabelSet(),  # the labels, best first, and how many pass
                 title: str | None = None,  # default: 'Rubric report: <experiment>'
                ) -> str:
@@ -285,7 +285,7 @@ def write_report(out_dir: str | Path,  # the run's output directory: report.html
                  metrics: pd.DataFrame,  # research_kit.rubric.agreement's figures
                  experiments: dict[str, Experiment],  # lesson -> the Experiment it was graded with
                  datasets: dict[str, Dataset] | None = None,  # lesson -> its Dataset, to show each student's code
-                 info: dict | None = None,  # the run's facts (run.json), listed under "Run"
+                 info: dict | None = None,  # the run's facts (rubric_run.json), listed under "Run"
                  label_set: LabelSet = LabelSet(),  # the labels, best first, and how many pass
                  title: str | None = None,  # default: 'Rubric report: <experiment>'
                 ) -> Path:
@@ -296,12 +296,12 @@ def write_report(out_dir: str | Path,  # the run's output directory: report.html
 
 # %% ../../nbs/33_rubric_report.ipynb #e02cccb0
 def _output(out: str | Path) -> tuple[dict, pd.DataFrame]:
-    "An output dir's run.json and its predictions (labels as text, NaN where missing); a clear error when either is missing."
+    "An output dir's rubric_run.json and its predictions (labels as text, NaN where missing); a clear error when either is missing."
     out = Path(out)
-    for f in ("run.json", "predictions.csv"):
+    for f in ("rubric_run.json", "predictions.csv"):
         if not (out / f).exists(): raise FileNotFoundError(f"{out / f} does not exist; pass an output dir written by `rk rubric run -o OUT`")
     text = {c: str for c in ("lesson", "student", "concept", "predicted", "actual", "actual_2")}
-    return json.loads((out / "run.json").read_text(encoding="utf-8")), pd.read_csv(out / "predictions.csv", dtype=text)
+    return json.loads((out / "rubric_run.json").read_text(encoding="utf-8")), pd.read_csv(out / "predictions.csv", dtype=text)
 
 # %% ../../nbs/33_rubric_report.ipynb #6c5fa684
 def _paired(d: pd.DataFrame, label_set: LabelSet) -> list[dict]:
@@ -325,14 +325,14 @@ def _paired(d: pd.DataFrame, label_set: LabelSet) -> list[dict]:
 # %% ../../nbs/33_rubric_report.ipynb #8d0964a2
 _COMPARE_COLS = ["lesson", "concept", "metric", "n", "a", "b", "diff", "ci_low", "ci_high", "p_value", "test", "a_ci_low", "a_ci_high", "b_ci_low", "b_ci_high"]
 
-def compare_outputs(out_a: str | Path,  # the first output dir (run.json, predictions.csv): A
+def compare_outputs(out_a: str | Path,  # the first output dir (rubric_run.json, predictions.csv): A
                     out_b: str | Path,  # the second, graded on the same dataset: B
                     label_set: LabelSet = LabelSet(),  # the labels, best first, and how many pass
                    ) -> pd.DataFrame:
     "Two runs on the same dataset, per (lesson, concept) and pooled per lesson: A, B and the paired difference B - A with its CI and p, for each metric."
     (run_a, a), (run_b, b) = _output(out_a), _output(out_b)
     if run_a.get("dataset") != run_b.get("dataset"):
-        raise ValueError(f"{Path(out_a) / 'run.json'} has dataset {run_a.get('dataset')!r} but {Path(out_b) / 'run.json'} has {run_b.get('dataset')!r}; "
+        raise ValueError(f"{Path(out_a) / 'rubric_run.json'} has dataset {run_a.get('dataset')!r} but {Path(out_b) / 'rubric_run.json'} has {run_b.get('dataset')!r}; "
                          "compare two runs graded on the same dataset")
     keys = ["lesson", "student", "concept"]
     d = a[keys + ["predicted", "actual"]].merge(b[keys + ["predicted"]], on=keys, suffixes=("_a", "_b"))

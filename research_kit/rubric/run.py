@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['run_lessons', 'predictions_frame', 'gradings_frame', 'RubricRun', 'run_rubric', 'release_rubric']
 
-# %% ../../nbs/34_rubric_run.ipynb #87425d4a
+# %% ../../nbs/34_rubric_run.ipynb #d22632a1
 import asyncio
 import datetime as dt
 import json
@@ -22,7 +22,7 @@ from .data import (Dataset, Experiment, LabelSet, RubricFormatError, load_datase
                                       lessons as list_lessons, open_root, write_release)
 from .grading import Grading, agrade, language_of
 
-# %% ../../nbs/34_rubric_run.ipynb #d5ad23a7
+# %% ../../nbs/34_rubric_run.ipynb #521c733d
 def run_lessons(root, dataset: str, experiment: str, lessons=None, kind: str = "experiments") -> list[str]:
     "The lessons a run covers: `lessons` checked against both sides, or every lesson the dataset and experiment share."
     have_d, have_e = list_lessons(root, "datasets", dataset), list_lessons(root, kind, experiment)
@@ -39,7 +39,7 @@ def run_lessons(root, dataset: str, experiment: str, lessons=None, kind: str = "
                                 f"(its lessons: {', '.join(have_d) or 'none'})", have_e, "name the lesson folders alike")
     return shared
 
-# %% ../../nbs/34_rubric_run.ipynb #fb6f4cef
+# %% ../../nbs/34_rubric_run.ipynb #2196c5ac
 def _label(labels: pd.DataFrame | None, student: str, concept: str):
     if labels is None or student not in labels.index or concept not in labels.columns: return None
     v = labels.at[student, concept]
@@ -67,7 +67,7 @@ def gradings_frame(lesson: str, gradings: list[Grading]) -> pd.DataFrame:
     return pd.DataFrame([{"lesson": lesson, **{k: getattr(g, k) for k in _GRADING_COLUMNS}} for g in gradings],
                         columns=["lesson", *_GRADING_COLUMNS])
 
-# %% ../../nbs/34_rubric_run.ipynb #96160ec5
+# %% ../../nbs/34_rubric_run.ipynb #d2f14aad
 async def _grade_lesson(api, exp: Experiment, ds: Dataset, label_set: LabelSet, tie: str, bar, call_params: dict) -> list[Grading]:
     async def one(student: str) -> Grading:
         g = await agrade(api, ds.artifacts[student], experiment=exp, student=student, language=language_of(ds.files[student]),
@@ -76,7 +76,7 @@ async def _grade_lesson(api, exp: Experiment, ds: Dataset, label_set: LabelSet, 
         return g
     return list(await asyncio.gather(*(one(s) for s in ds.artifacts)))
 
-# %% ../../nbs/34_rubric_run.ipynb #fddbab01
+# %% ../../nbs/34_rubric_run.ipynb #940f4bf8
 @dataclass
 class RubricRun:
     "A finished rubric run: its tables, confidence levels per lesson, and the output directory."
@@ -85,13 +85,13 @@ class RubricRun:
     gradings: pd.DataFrame  # one row per (lesson, student)
     metrics: pd.DataFrame  # agreement with the humans: lesson, concept, rater, metric, value, ci_low, ci_high, n
     confidence: dict  # lesson -> key concept -> HIGH / MEDIUM / LOW
-    info: dict = field(default_factory=dict)  # what run.json holds
+    info: dict = field(default_factory=dict)  # what rubric_run.json holds
 
     def __repr__(self):
         return (f"RubricRun({self.output_dir}: {self.gradings.lesson.nunique()} lesson(s), {len(self.gradings)} gradings, "
                 f"{dict(self.gradings.status.value_counts())})")
 
-# %% ../../nbs/34_rubric_run.ipynb #f5c6ae71
+# %% ../../nbs/34_rubric_run.ipynb #aac6a6e6
 def _usage(gradings: pd.DataFrame) -> dict:
     n = int((gradings.n_requested > 0).sum())
     tok = int(gradings.prompt_tokens.sum() + gradings.completion_tokens.sum())
@@ -102,7 +102,7 @@ def _usage(gradings: pd.DataFrame) -> dict:
             "cost_usd": cost, "all_cached": bool(n and gradings[gradings.n_requested > 0].cached.all()),
             "tokens_per_1000_gradings": tok / n * 1000 if n else 0.0, "usd_per_1000_gradings": cost / n * 1000 if n else 0.0}
 
-# %% ../../nbs/34_rubric_run.ipynb #a3d686e2
+# %% ../../nbs/34_rubric_run.ipynb #632753cf
 def _write_outputs(run: RubricRun, experiments: dict, datasets: dict, label_set: LabelSet, report: bool,
                    confidence_rule: str) -> None:
     out = run.output_dir
@@ -112,13 +112,24 @@ def _write_outputs(run: RubricRun, experiments: dict, datasets: dict, label_set:
     for lesson, levels in run.confidence.items():
         atomic_write(out / "confidence" / f"{lesson}.json", json.dumps(levels, indent=2, ensure_ascii=False) + "\n")
         atomic_write(out / "confidence" / f"{lesson}.details.json", json.dumps(details.get(lesson, {}), indent=2, ensure_ascii=False) + "\n")
-    atomic_write(out / "run.json", json.dumps(run.info, indent=2, default=str) + "\n")
+    atomic_write(out / "rubric_run.json", json.dumps(run.info, indent=2, default=str) + "\n")
     if report:
         from research_kit.rubric.report import write_report
         write_report(out, predictions=run.predictions, gradings=run.gradings, metrics=run.metrics, experiments=experiments,
                      datasets=datasets, info=run.info, label_set=label_set)
 
-# %% ../../nbs/34_rubric_run.ipynb #394ddb76
+# %% ../../nbs/34_rubric_run.ipynb #2cb3a6d3
+def _prepare(root, dataset: str, experiment: str, lessons, kind: str, label_set: LabelSet, over: dict, student_ids,
+             max_students) -> tuple[list[str], dict[str, Experiment], dict[str, Dataset]]:
+    "The lessons, each one's experiment (with the run's overrides) and dataset, all validated."
+    names, exps, dss = run_lessons(root, dataset, experiment, lessons, kind), {}, {}
+    for l in names:
+        e = load_experiment(root, experiment, l, label_set=label_set, kind=kind)
+        exps[l] = replace(e, params=replace(e.params, **over)) if over else e
+        dss[l] = load_dataset(root, dataset, l, concepts=e.concepts, label_set=label_set, student_ids=student_ids, max_students=max_students)
+    return names, exps, dss
+
+# %% ../../nbs/34_rubric_run.ipynb #96068fd5
 def run_rubric(root,  # the rubric root: a folder or an fsspec URL holding datasets/, experiments/, releases/
                dataset: str,  # datasets/<dataset>/
                experiment: str,  # experiments/<experiment>/ (or releases/<experiment>/ with kind='releases')
@@ -142,13 +153,8 @@ def run_rubric(root,  # the rubric root: a folder or an fsspec URL holding datas
     "Grade every artifact of `dataset` with `experiment`, lesson by lesson; measure the grader against the humans; write the files."
     from research_kit.client import InferenceAPI
     out, t0, started = Path(output_dir), time.perf_counter(), dt.datetime.now(dt.timezone.utc)
-    names = run_lessons(root, dataset, experiment, lessons, kind)
-    exps, dss = {}, {}
-    for l in names:  # read and check everything before the first request
-        e = load_experiment(root, experiment, l, label_set=label_set, kind=kind)
-        over = {k: v for k, v in (("model", model), ("num_responses", num_responses), ("temperature", temperature)) if v is not None}
-        exps[l] = replace(e, params=replace(e.params, **over)) if over else e
-        dss[l] = load_dataset(root, dataset, l, concepts=e.concepts, label_set=label_set, student_ids=student_ids, max_students=max_students)
+    over = {k: v for k, v in (("model", model), ("num_responses", num_responses), ("temperature", temperature)) if v is not None}
+    names, exps, dss = _prepare(root, dataset, experiment, lessons, kind, label_set, over, student_ids, max_students)
     api = api or InferenceAPI(cache_dir=out / "cache")
     from tqdm.auto import tqdm
     bar = tqdm(total=sum(len(d.artifacts) for d in dss.values()), desc="grading", disable=not progress, unit="artifact")
@@ -167,7 +173,7 @@ def run_rubric(root,  # the rubric root: a folder or an fsspec URL holding datas
     _write_outputs(run, exps, dss, label_set, report, confidence_rule)
     return run
 
-# %% ../../nbs/34_rubric_run.ipynb #0aea2786
+# %% ../../nbs/34_rubric_run.ipynb #3e81f6bd
 def release_rubric(run: RubricRun,  # a finished run (its experiment and confidence levels are used)
                    release: str,  # the release name: releases/<release>/<lesson>/
                    root=None,  # the rubric root to write into (default: the run's root)
