@@ -13,6 +13,10 @@ from pathlib import Path
 # %% ../../nbs/35_rubric_cli.ipynb #62efe912
 def _csv(text: str) -> list[str]: return [s.strip() for s in text.split(",") if s.strip()]
 
+def _flat(values) -> list[str] | None:
+    "Values given space- or comma-separated, as one list (None when none were given)."
+    return [v for part in values for v in _csv(part)] if values else None
+
 def _add_run(rsub):
     r = rsub.add_parser("run", help="grade a dataset with an experiment; agreement with the humans, report, confidence",
                         description="Grade every artifact of datasets/NAME/<lesson>/ with experiments/NAME/<lesson>/ and "
@@ -22,11 +26,11 @@ def _add_run(rsub):
     r.add_argument("--dataset", default="example", help="datasets/<NAME> (default: example)")
     r.add_argument("--experiment", default="example", help="experiments/<NAME> (default: example)")
     r.add_argument("--release", dest="from_release", action="store_true", help="--experiment names a release (releases/<NAME>)")
-    r.add_argument("--lesson", action="append", metavar="L", help="a lesson (repeatable, or comma-separated; default: all shared)")
+    r.add_argument("--lesson", action="extend", nargs="+", metavar="L", help="lessons: --lesson A B, --lesson A --lesson B or A,B (default: all shared)")
     r.add_argument("-n", "--num-responses", type=int, metavar="N", help="answers per artifact to vote over (overrides params.json)")
     r.add_argument("-m", "--model", help="the grader model (overrides params.json)")
     r.add_argument("-t", "--temperature", type=float, help="overrides params.json")
-    r.add_argument("--student-ids", type=_csv, metavar="IDS", help="comma-separated student ids to grade")
+    r.add_argument("--student-ids", action="extend", nargs="+", metavar="ID", help="student ids to grade: s1 s2 or s1,s2 (code.org's form)")
     r.add_argument("-s", "--max-students", type=int, metavar="K", help="grade at most K students per lesson")
     r.add_argument("-c", "--use-cached", action="store_true", help="accepted for code.org habits: answers are always cached")
     r.add_argument("--labels", type=_csv, metavar="L1,L2,...", help="the label set, best first (default: the four evidence levels)")
@@ -87,11 +91,11 @@ def _cmd_run(a) -> int:
     from research_kit.rubric.agreement import qwk_gate
     out, root = Path(a.output_dir), a.root or example_root()
     if a.root is None: print(f"rk: rubric: the shipped example ({root})")
-    lessons = [l for part in a.lesson for l in _csv(part)] if a.lesson else None
+    lessons = _flat(a.lesson)
     label_set = LabelSet(tuple(a.labels) if a.labels else DEFAULT_LABELS, a.n_pass)
     params = {"api_base": a.api_base} if a.api_base else {}
     run = run_rubric(root, a.dataset, a.experiment, out, lessons=lessons, api=_api(a, out), model=a.model,
-                     num_responses=a.num_responses, temperature=a.temperature, student_ids=a.student_ids,
+                     num_responses=a.num_responses, temperature=a.temperature, student_ids=_flat(a.student_ids),
                      max_students=a.max_students, label_set=label_set, tie=a.tie, kind="releases" if a.from_release else "experiments",
                      confidence_rule=a.confidence_rule, report=not a.no_report, progress=not a.quiet, **params)
     _print_run(run)
