@@ -198,23 +198,46 @@ def _run_params(path: Path, params: dict, declared: dict, output_dir, cache_dir,
             params[key] = str(Path(value).absolute()) if key == "cache_dir" else value
     return out, params
 
+# %% ../nbs/07_runner.ipynb #a1b2c3d4
+def _kernel_manager(log: Path):
+    "A kernel manager whose kernel writes its own stderr (C libraries, libzmq's assertions at exit) to `log`, not to our terminal."
+    from jupyter_client.manager import AsyncKernelManager
+    class _LoggedKernel(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            with open(log, "ab") as f: return await super().start_kernel(stderr=f, **kw)
+    return _LoggedKernel(kernel_name="python3")
+
+def _settle_kernel_log(log: Path) -> bool:
+    "Remove an empty kernel log, redact a non-empty one; whether one is left."
+    try: text = log.read_text(errors="replace")
+    except FileNotFoundError: return False
+    if not text.strip(): log.unlink(); return False
+    atomic_write(log, redact(redact_url(text)))
+    return True
+
+
 # %% ../nbs/07_runner.ipynb #eda1d1e2
 def _execute(path: Path, executed: Path, params: dict, secrets: Path | None, run: dict, out: Path,
              progress: bool, log_output: bool, start_timeout: float) -> str | None:
     "Run the notebook with papermill; the one-line error of a failed run, or None."
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    log = out / "kernel.log"
+    log.unlink(missing_ok=True)
     try:
         with _kernel_env({"RESEARCH_KIT_SECRETS": str(secrets)} if secrets else {}):
             pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name="python3", cwd=os.getcwd(),
                                 progress_bar=progress, log_output=log_output, start_timeout=start_timeout,
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"], km=_kernel_manager(log))
     except Exception as e:
-        return redact(redact_url(_failure_line(path.name, e)))
+        line = redact(redact_url(_failure_line(path.name, e)))
+        return line + (f" (the kernel's stderr: {log})" if _settle_kernel_log(log) and not isinstance(e, PapermillExecutionError) else "")
     except BaseException as e:  # interrupted or killed: leave a scrubbed notebook and a run marked failed
-        _scrub_notebook(executed)
+        _scrub_notebook(executed); _settle_kernel_log(log)
         run.update(status="failed", ended=utc_now(), error=f"interrupted ({type(e).__name__})")
         _write_json(out / "run.json", run)
         raise
+    _settle_kernel_log(log)
     return None
 
 # %% ../nbs/07_runner.ipynb #e4ed48a3

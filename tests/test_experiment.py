@@ -115,15 +115,21 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
         import pandas as pd
         from research_kit.experiment import ExperimentConfig
         cfg = ExperimentConfig(output_dir=output_dir).start()
+        if fail == 3:  # the kernel process dies after writing to its own stderr, as a C library would
+            import os, time; os.write(2, b"native stderr before the crash\\n"); time.sleep(0.5); os._exit(3)
         if fail: raise RuntimeError(f"run {fail} is meant to fail")
         cfg.save_results(pd.DataFrame({"value": [fail * 10 + 1]}), "responses")
         cfg.finish()"""))
     nb.cells = [params, body]
     path = tmp_path / "flaky.ipynb"
     nbformat.write(nb, path)
-    df = run_sweep(path, [{"fail": 0}, {"fail": 2}, {"fail": 0}], tmp_path / "s", progress=False)
-    assert df["status"].tolist() == ["complete", "failed", "complete"]
+    df = run_sweep(path, [{"fail": 0}, {"fail": 2}, {"fail": 0}, {"fail": 3}], tmp_path / "s", progress=False)
+    assert df["status"].tolist() == ["complete", "failed", "complete", "failed"]
     assert "flaky.ipynb failed in cell 3: RuntimeError: run 2 is meant to fail" in df["error"][1]  # cell 2 is the injected parameters
+    log = Path(df["output_dir"][3]) / "kernel.log"  # what the kernel wrote to its own stderr: in its log, named by the error
+    assert df["error"][3] == f"flaky.ipynb failed: DeadKernelError: Kernel died (the kernel's stderr: {log})", df["error"][3]
+    assert "native stderr before the crash" in log.read_text()
+    assert not any((Path(d) / "kernel.log").exists() for d in df["output_dir"][:3])  # an empty log is not kept
     failed_dir = Path(df["output_dir"][1])
     assert read_json(failed_dir / "run.json")["status"] == "failed"
     assert read_json(failed_dir / "provenance.json")["status"] == "running"  # never 'complete'
@@ -145,6 +151,7 @@ def test_canary_secret_reaches_no_file(tmp_path, rk):
         from research_kit.experiment import ExperimentConfig
         cfg = ExperimentConfig(output_dir=output_dir).start()
         print("the key is", os.environ["OPENAI_API_KEY"], os.environ["LAB_SERVICE"])
+        os.write(2, f"native {os.environ['OPENAI_API_KEY']}\\n".encode())  # past Python: into kernel.log, redacted there
         logging.getLogger("research_kit").warning("logging the key %s", os.environ["OPENAI_API_KEY"])
         cfg.finish()"""))
     nb.cells = [params, leak]
@@ -163,7 +170,7 @@ def test_canary_secret_reaches_no_file(tmp_path, rk):
     assert "the key is *** ***" in (tmp_path / "leaky/leaky.ipynb").read_text()
     files = [p for d in ("out", "leaky") for p in (tmp_path / d).rglob("*") if p.is_file()]
     kinds = {p.relative_to(tmp_path).parts[1] for p in files}
-    assert {"prompt_sweep.ipynb", "experiment.log", "provenance.json", "results", "prompt_history", "cache", "leaky.ipynb"} <= kinds, kinds
+    assert {"prompt_sweep.ipynb", "experiment.log", "provenance.json", "results", "prompt_history", "cache", "leaky.ipynb", "kernel.log"} <= kinds, kinds
     assert len(list((tmp_path / "out/prompt_history").iterdir())) == srv.counts["ok"]  # one file per answered call
     for p in files:
         data = p.read_bytes()
