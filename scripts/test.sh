@@ -14,4 +14,4 @@ echo "== notebooks (every cell runs, as the docs site is built into _docs/; a fa
 # removes the sweep notebook's joblib temp folder itself) would warn about a "leaked folder".
 PYTHONWARNINGS="ignore:resource_tracker:UserWarning" python scripts/build_docs.py --out _docs
 echo "== pytest (tests/)"
-RESEARCH_KIT_DOCS_SITE=_docs pytest tests -ra
+RESEARCH_KIT_DOCS_SITE=_docs pytest tests -ra --durations=25

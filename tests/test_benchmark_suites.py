@@ -123,7 +123,7 @@ def test_worker_processes_do_not_outlive_a_suite_killed_alone(tmp_path, rk):
 
 SHIPPED = """\
 name: shipped
-max_eval_instances: 3
+max_eval_instances: 2
 entries:
   - arith:difficulty=easy
   - synthetic_reasoning
