@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PALETTE', 'REGIME_COLORS', 'set_style', 'house_style', 'confusion_plot', 'reliability_diagram', 'metric_plot',
-           'heatmap', 'usage_plot', 'metric_grid', 'phase_diagram', 'regime_map']
+           'heatmap', 'usage_plot', 'metric_grid', 'phase_diagram', 'regime_map', 'timeline_plot']
 
 # %% ../nbs/50_plotting.ipynb #d122471a
 import functools
@@ -394,4 +394,34 @@ def regime_map(df: pd.DataFrame,  # one row per (x, y) cell with a regime column
     counts = df[regime].value_counts()
     fig.legend(handles=[mpl.patches.Patch(facecolor=c, edgecolor="white", hatch="xx" if "surprising" in n else None, label=f"{n} ({counts.get(n, 0)})")
                         for n, c in REGIME_COLORS.items()], loc="outside lower center", ncol=2)
+    return fig
+
+# %% ../nbs/50_plotting.ipynb #863bb040
+@_styled
+def timeline_plot(df: pd.DataFrame,  # one row per step
+                  scores: list,  # the score columns to draw, one line each (NaN: not scored at that step)
+                  x: str = "step",  # the step column
+                  thresholds: dict | None = None,  # score column -> the level drawn as a dashed line in its colour
+                  shade: str | None = None,  # a boolean column: its True steps are shaded
+                  events: dict | None = None,  # boolean column -> label: a marker above each True step
+                  labels: dict | None = None,  # column -> label with units
+                  title: str | None = None,
+                  ylim: tuple | None = (0, 10.5),  # the score axis
+                 ) -> Figure:
+    "Scores over steps with their thresholds, shaded steps and marked events."
+    _need("timeline_plot", df, x=x, **{f"scores[{i}]": s for i, s in enumerate(scores)}, shade=shade, **{f"events[{e!r}]": e for e in (events or {})})
+    fig, ((ax,),) = _figure(figsize=(max(6.0, min(14.0, 0.25 * len(df) + 4)), 4.0))
+    if shade is not None:
+        for s in df.loc[df[shade].fillna(False).astype(bool), x]: ax.axvspan(s - 0.5, s + 0.5, color=PALETTE[6], alpha=0.25, lw=0)
+    for col, color in zip(scores, PALETTE):
+        ax.plot(df[x], df[col], "o-", color=color, label=_label(labels, col), ms=4)
+        if thresholds and col in thresholds: ax.axhline(thresholds[col], color=color, ls="--", lw=1.2, label=f"{_label(labels, col)} threshold")
+    top = (ylim or (None, df[scores].max().max()))[1]
+    for i, ((col, label), marker, color) in enumerate(zip((events or {}).items(), "v*^sD", PALETTE[3:])):
+        hit = df[col].fillna(False).astype(bool)  # each kind of event on its own row below the top
+        ax.plot(df.loc[hit, x], [top - 0.7 * i] * int(hit.sum()), marker, color=color, ls="", ms=9, label=label, clip_on=False)
+    handles, names = ax.get_legend_handles_labels()
+    if shade is not None: handles.append(mpl.patches.Patch(color=PALETTE[6], alpha=0.25)); names.append(_label(labels, shade))
+    ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set(xlabel=_label(labels, x), ylabel="score", ylim=ylim, title=title or f"{', '.join(_label(labels, s) for s in scores)} over {_label(labels, x)}s")
     return fig
