@@ -294,9 +294,11 @@ def expand_grid(grid: dict | list,  # {name: [values...]} (every combination) or
 
 # %% ../nbs/07_runner.ipynb #abea66be
 def load_grid(path: str | Path) -> list[dict]:
-    "The parameter sets in a YAML grid file (a grid mapping, or a list of mappings); errors name the file and line."
+    "The parameter sets in a YAML grid file (a grid mapping, or a list of mappings), or a shipped grid by name; errors name the file and line."
     import yaml
     path = Path(path)
+    shipped = Path(research_kit.__file__).parent / "data" / "grids" / f"{path.name}.yaml"
+    if not path.exists() and path.parent == Path(".") and not path.suffix and shipped.is_file(): path = shipped  # a shipped grid's name
     try: text = path.read_text(encoding="utf-8")
     except FileNotFoundError: raise UsageError(f"grid file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e: raise UsageError(f"{path}: cannot read the grid file ({type(e).__name__}); give a YAML file") from None
