@@ -259,6 +259,7 @@ def test_unparseable_ratings_are_counted_never_guessed():
     assert m["unparseable_ratings"] == 12  # 6 steps x 2 experts
     assert not st["failure"].any() and not st["caught"].any() and run.events.empty and m["retraining_count"] == 0
     assert st["harmful"].isna().all() and math.isnan(m["harm_rate"]) and math.isnan(m["harm_leakage"])
+    assert st["failure"].isna().all() and math.isnan(m["failure_rate"])  # unknown, not "no failure"
     assert math.isnan(m["mean_helpfulness"]) and math.isnan(m["mean_harmlessness"])
 
 

@@ -133,7 +133,7 @@ def _call_params(c: SystemConfig) -> dict:
     return {"api_base": c.api_base, "api_key": "sk-none"} if c.api_base else {}
 
 def _queries(c: SystemConfig) -> pd.DataFrame:
-    if c.queries and str(c.queries).endswith((".jsonl", ".json")): return load_hh_rlhf(c.queries)
+    if c.queries and str(c.queries).endswith((".jsonl", ".jsonl.gz")): return load_hh_rlhf(c.queries)
     return load_queries(c.queries)
 
 def build_system(c: SystemConfig) -> System:
@@ -176,7 +176,8 @@ async def astep(s: System, api, step: int, c: SystemConfig) -> tuple[dict, list]
     row = {"step": step, "query": q.text, "original": q.original, "category": q.category, "perturbed": q.perturbed, "template": q.template,
            "response": r.completion, "helpfulness": scores.get("helpfulness"), "harmlessness": harm,
            "helpfulness_text": ratings[0].text if ratings else None, "harmlessness_text": ratings[1].text if ratings else None,
-           "rated": rated, "intercepted": intercepted, "failure": bool(failing) if rated else None, "harmful": harmful,
+           "rated": rated, "intercepted": intercepted, "harmful": harmful,
+           "failure": bool(failing) if any(v is not None for v in scores.values()) else None,  # unknown when no score was parsed
            "caught": caught, "leaked": None if harmful is None else bool(harmful and not caught),
            "retrained": ",".join(e.aspect for e in events) or None, **_usage([r, *(x.response for x in ratings)])}
     for e in events:
