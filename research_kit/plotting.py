@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PALETTE', 'REGIME_COLORS', 'set_style', 'house_style', 'confusion_plot', 'reliability_diagram', 'metric_plot',
-           'heatmap', 'usage_plot', 'metric_grid', 'phase_diagram', 'regime_map', 'timeline_plot']
+           'heatmap', 'usage_plot', 'metric_grid', 'phase_diagram', 'regime_map', 'timeline_plot', 'agreement_matrix']
 
 # %% ../nbs/50_plotting.ipynb #d122471a
 import functools
@@ -424,4 +424,41 @@ def timeline_plot(df: pd.DataFrame,  # one row per step
     if shade is not None: handles.append(mpl.patches.Patch(color=PALETTE[6], alpha=0.25)); names.append(_label(labels, shade))
     ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set(xlabel=_label(labels, x), ylabel="score", ylim=ylim, title=title or f"{', '.join(_label(labels, s) for s in scores)} over {_label(labels, x)}s")
+    return fig
+
+# %% ../nbs/50_plotting.ipynb #ag500002
+def _pair_grid(df: pd.DataFrame) -> tuple[list, np.ndarray]:
+    "The labelers in order of appearance and a (4, k-1, k-1) array of value, ci_low, ci_high, n below the diagonal (NaN where no pair)."
+    names = list(dict.fromkeys([*df["a"], *df["b"]]))
+    at, k = {n: i for i, n in enumerate(names)}, len(names) - 1
+    grid = np.full((4, k, k), np.nan)
+    for a, b, *cell in df[["a", "b", "value", "ci_low", "ci_high", "n"]].itertuples(index=False):
+        if a == b: raise ValueError(f"agreement_matrix: the pair ({a!r}, {b!r}) is one labeler with itself; pass pairs of two labelers")
+        i, j = max(at[a], at[b]) - 1, min(at[a], at[b])
+        if not np.isnan(grid[3, i, j]): raise ValueError(f"agreement_matrix: the pair ({a!r}, {b!r}) appears twice; pass one row per pair")
+        grid[:, i, j] = [np.nan if pd.isna(c) else c for c in cell]
+    return names, grid
+
+# %% ../nbs/50_plotting.ipynb #ag500004
+@_styled
+def agreement_matrix(pairwise_df: pd.DataFrame,  # labeling.agreement.pairwise's table: a, b, value, ci_low, ci_high, n
+                     title: str = "Agreement between labelers",  # the figure's title
+                     label: str = "Cohen's kappa",  # what the values are, for the colour bar
+                     fmt: str = ".2f",  # format of the numbers in the cells
+                    ) -> Figure:
+    "Labeler by labeler: one cell per pair below the diagonal, coloured by kappa and written 'kappa [low, high]' with n."
+    _need("agreement_matrix", pairwise_df, a="a", b="b", value="value", ci_low="ci_low", ci_high="ci_high", n="n")
+    names, (v, lo, hi, n) = _pair_grid(pairwise_df)
+    k = len(names) - 1
+    fig, ((ax,),) = _figure(figsize=(max(4.8, 2.6 + 1.3 * k), max(3.6, 1.9 + 1.0 * k)))
+    im = ax.imshow(np.ma.masked_invalid(v), vmin=min(0.0, np.nanmin(v)) if np.isfinite(v).any() else 0.0, vmax=1.0)
+    for (i, j), x in np.ndenumerate(v):
+        if np.isnan(n[i, j]): continue
+        dark = not np.isnan(x) and np.dot(im.cmap(im.norm(x))[:3], [0.299, 0.587, 0.114]) < 0.5
+        ci = "" if np.isnan(lo[i, j]) or np.isnan(hi[i, j]) else f"\n[{lo[i, j]:{fmt}}, {hi[i, j]:{fmt}}]"
+        ax.text(j, i, ("n/a" if np.isnan(x) else f"{x:{fmt}}{ci}") + f"\nn={n[i, j]:.0f}", ha="center", va="center", fontsize=8.5,
+                linespacing=1.15, color="white" if dark else "black")
+    _cells(ax, names[:-1], names[1:], "", "", None)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=label)
     return fig
