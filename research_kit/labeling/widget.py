@@ -395,6 +395,26 @@ def _digit(self: Labeler, n: int):
     if n > len(f.values): return self._say(f"key {n}: {f.name} has {len(f.values)} options", error=True)
     self.choose(f.name, f.values[n - 1])
 
+# %% ../../nbs/62_labeling_widget.ipynb #cc3017d4
+def _snapshot_button(b: widgets.Button) -> str:
+    return f'<button disabled style="margin:1px">{html.escape(b.description)}</button>'
+
+@patch
+def _snapshot_html(self: Labeler) -> str:
+    "A static picture of the view: instructions, progress, the item, the option rows and the actions (disabled)."
+    rows = "".join(f'<div>{self._field_labels[f.name].value} {"".join(_snapshot_button(b) for b in self.option_buttons[f.name])}</div>'
+                   for f in self.schema.coded)
+    acts = "".join(_snapshot_button(b) for b in (self.save_button, self.skip_button, self.undo_button, self.prev_button, self.next_button))
+    return (f'<div class="rk-snapshot" style="border:1px dashed #999;padding:6px">{self.instructions.value}<div>{self.progress_text.value}</div>'
+            f'{self.item_view.value}{rows}<div>{acts}</div><div style="color:#57606a;font-size:12px">'
+            f'a snapshot of the labeler: run the notebook in Jupyter to label</div></div>')
+
+@patch
+def _repr_mimebundle_(self: Labeler, **kwargs):
+    "The live widget, plus its snapshot as HTML for front ends that do not run widgets."
+    data = super(Labeler, self)._repr_mimebundle_(**kwargs)
+    return {**data, "text/html": self._snapshot_html()} if isinstance(data, dict) else data
+
 # %% ../../nbs/62_labeling_widget.ipynb #93284e01
 class Adjudicator(Labeler):
     "The disagreements one at a time, each labeler's label beside the item; a save records the decision (kind 'adjudication')."
