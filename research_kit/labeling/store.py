@@ -355,6 +355,17 @@ def queue(self: LabelStore,
         n_positions = self._read("SELECT MAX(position) + 1 FROM items")[0][0]
     return _with_gold(normal, gold, gold_todo, done_normal, n_positions, labeler, gold_rate, seed)
 
+# %% ../../nbs/61_labeling_store.ipynb #b6d8cef9
+@patch
+def wanted(self: LabelStore, item, k: int | None = None) -> bool:
+    "Whether `item` still wants labelers: a gold item always, any item when k is None, else one labeled by fewer than k."
+    h = item.hash if isinstance(item, Item) else item
+    rows = self._read("""SELECT i.gold IS NOT NULL, (SELECT COUNT(*) FROM latest l WHERE l.item = i.hash AND l.kind = 'label')
+                         FROM items i WHERE i.hash = ?""", (h,))
+    if not rows: raise KeyError(f"{self.path}: no item {h!r}; add it first with add_items")
+    gold, n = rows[0]
+    return bool(gold) or k is None or n < k
+
 # %% ../../nbs/61_labeling_store.ipynb #1e3f5e68
 @patch
 def progress(self: LabelStore, labeler: str) -> dict:

@@ -308,13 +308,12 @@ def _fresh(self: Labeler) -> list:
 
 @patch
 def _advance(self: Labeler):
-    "Show the next item not labeled or skipped here; at the end of the list ask the store again (with k, ask every time)."
+    "Show the next item not labeled or skipped here (with k: that others have not completed meanwhile); at the end of the list ask the store again."
     open_ = lambda h: h not in self._done and h not in self._skipped
-    queue = self._fresh() if self._queue_args.get("k") is not None else None
-    still = None if queue is None else set(queue)
-    nxt = next((j for j in range(self._i + 1, len(self._order)) if open_(h := self._order[j]) and (still is None or h in still)), None)
+    k = self._queue_args.get("k")
+    nxt = next((j for j in range(self._i + 1, len(self._order)) if open_(h := self._order[j]) and self.store.wanted(h, k)), None)
     if nxt is None:
-        fresh = [h for h in (self._fresh() if queue is None else queue) if open_(h)]
+        fresh = [h for h in self._fresh() if open_(h)]
         for h in fresh:
             if h not in self._index: self._index[h] = len(self._order); self._order.append(h)
         nxt = self._index[fresh[0]] if fresh else len(self._order)
