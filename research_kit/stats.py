@@ -424,12 +424,50 @@ def krippendorff_alpha(ratings,  # raters x items: one label per cell, NaN or No
                                 f"ratings must be raters x items (got shape {codes.shape})")
     if len(cats) < 2: return Estimate(math.nan, math.nan, math.nan, n, method, confidence=conf)
     import krippendorff
-    def alpha(vc):  # nan on a resample without two ratings of one item
-        try: return krippendorff.alpha(value_counts=vc, value_domain=domain, level_of_measurement=level)
-        except ValueError: return math.nan
-    with np.errstate(divide="ignore", invalid="ignore"): value = alpha(counts)
-    reps = _replicates(lambda idx: alpha(counts[idx]), len(counts), n_resamples, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):  # nan when no item has two ratings
+        try: value = krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement=level)
+        except ValueError: value = math.nan
+    reps = _alpha_replicates(counts, level, domain, n_resamples, seed)
     return Estimate(value, *_percentiles(reps, conf), n, method, _sd(reps), confidence=conf)
+
+# %% ../nbs/09_stats.ipynb #a1f7c0d2
+def _alpha_distance(level: str, domain: np.ndarray, n_v: np.ndarray | None = None) -> np.ndarray:
+    "Krippendorff's squared distance δ between the values, V x V (ordinal: ... x V x V, from the value totals n_v, ... x V)."
+    if level == "nominal": return 1.0 - np.eye(len(domain))
+    v = np.asarray(domain, dtype=float)
+    if level == "interval": return (v[:, None] - v[None, :]) ** 2
+    if level == "ratio":
+        s = v[:, None] + v[None, :]
+        return np.divide(v[:, None] - v[None, :], s, out=np.zeros_like(s), where=s != 0) ** 2
+    i = np.arange(len(domain))
+    lo, hi, S = np.minimum.outer(i, i), np.maximum.outer(i, i), np.cumsum(n_v, axis=-1)
+    return (S[..., hi] - S[..., lo] + n_v[..., lo] - (n_v[..., lo] + n_v[..., hi]) / 2) ** 2  # Σ_{g=lo..hi} n_g - (n_lo + n_hi)/2
+
+# %% ../nbs/09_stats.ipynb #c3d9e2a4
+_ALPHA_BLOCK = 2 ** 22  # floats per block of coincidence rows (32 MB): bounds memory whatever the number of values
+
+def _alpha_replicates(counts: np.ndarray, level: str, domain: np.ndarray, n_resamples: int, seed) -> np.ndarray:
+    "Alpha on each bootstrap resample of the items (rows of `counts`, items x values), vectorised; NaN where undefined."
+    m, V = counts.sum(axis=1), counts.shape[1]
+    pats, which = np.unique(counts[m >= 2], axis=0, return_inverse=True)  # the distinct count rows of pairable items
+    p, lut = len(pats), np.full(len(counts), len(pats))  # lut: item -> its row in pats; items rated < 2 times -> p (dropped)
+    lut[m >= 2] = which.ravel()
+    P = pats.astype(float)
+    per = ((P[:, :, None] * P[:, None, :] - P[:, :, None] * np.eye(V)) / (P.sum(1) - 1)[:, None, None]).reshape(p, V * V)
+    fixed = None if level == "ordinal" else _alpha_distance(level, domain).ravel()
+    step, out = max(1, _ALPHA_BLOCK // max(p, V * V)), []
+    for chunk in _resamples(len(counts), n_resamples, seed):
+        for idx in np.array_split(chunk, range(step, len(chunk), step)):
+            r = len(idx)
+            w = np.bincount((lut[idx] + (p + 1) * np.arange(r)[:, None]).ravel(), minlength=r * (p + 1))
+            o = w.reshape(r, p + 1)[:, :p].astype(float) @ per  # each resample's coincidences, r x V*V
+            n_v = o.reshape(r, V, V).sum(axis=1)
+            d = fixed if fixed is not None else _alpha_distance(level, domain, n_v).reshape(r, V * V)
+            e = (n_v[:, :, None] * n_v[:, None, :]).reshape(r, V * V) / (n_v.sum(1) - 1)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"): out.append(1 - (o * d).sum(1) / (e * d).sum(1))
+    reps = np.concatenate(out) if out else np.empty(0)
+    reps[~np.isfinite(reps)] = np.nan
+    return reps
 
 # %% ../nbs/09_stats.ipynb #a4c13853
 def confusion(y_true,  # the true label per instance
