@@ -43,6 +43,9 @@ def lab_server(tmp_path_factory):
     nbformat.write(nb, root / "label.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, **{f"JUPYTER_{k}_DIR": str(base / k.lower()) for k in ("CONFIG", "RUNTIME")}}
+    (base / "config" / "labconfig").mkdir(parents=True)  # no news: JupyterLab would offer to fetch a feed from the network
+    (base / "config" / "jupyter_server_config.json").write_text('{"LabApp": {"news_url": null}}')
+    (base / "config" / "labconfig" / "page_config.json").write_text('{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
     log = open(base / "jupyterlab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
