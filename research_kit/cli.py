@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .benchmark.cli import add_bench, cmd_bench
 from .rubric.cli import add_rubric, cmd_rubric
+from .proxy.cli import add_proxy, cmd_proxy
 
 # %% ../nbs/08_cli.ipynb #234b85fe
 def _add_params(p: argparse.ArgumentParser):
@@ -74,7 +75,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rk", description="research_kit: run experiment notebooks and sweeps, try the quickstart, manage the response cache.")
     p.add_argument("--version", action="version", version=f"research_kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_sweep, _add_quickstart, _add_params_cmd, _add_cache, add_bench, add_rubric): add(sub)
+    for add in (_add_run, _add_sweep, _add_quickstart, _add_params_cmd, _add_cache, add_bench, add_rubric, add_proxy): add(sub)
     return p
 
 # %% ../nbs/08_cli.ipynb #21acca8a
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from research_kit.experiment import ConfigError
     from research_kit.runner import UsageError
     handlers = {"run": _cmd_run, "sweep": _cmd_sweep, "quickstart": _cmd_quickstart, "params": _cmd_params, "cache": _cmd_cache,
-                "bench": cmd_bench, "rubric": cmd_rubric}
+                "bench": cmd_bench, "rubric": cmd_rubric, "proxy": cmd_proxy}
     try: return handlers[a.command](a)
     except ImportError as e:
         print(f"rk: error: {e.name or e} is not installed; for Dask sweeps: pip install \"research_kit[dask]\"", file=sys.stderr)

@@ -594,6 +594,27 @@ async def __call__(self: InferenceAPI, *args, **kwargs) -> list[LLMResponse]:
     "`await api(model, prompt, ...)` is `await api.acall(model, prompt, ...)`."
     return await self.acall(*args, **kwargs)
 
+# %% ../nbs/04_client.ipynb #cac4ed01
+@patch
+def cached(self: InferenceAPI,
+           model: str | ModelPool,  # a litellm model string, or a ModelPool
+           prompt: Prompt | str | list,  # a Prompt, a user message, or OpenAI-format messages
+           n: int = 1,  # how many samples
+           **params,  # the litellm parameters the call would use
+          ) -> list[LLMResponse] | None:
+    "The `n` cached samples of `prompt` from `model`, or None when any is missing; never calls a provider."
+    if self.cache is None: return None
+    targets, kms = self._plan(model, params)
+    found = self._lookup(targets, kms, as_prompt(prompt), n, default_is_valid)
+    return [found[i] for i in range(n)] if len(found) == n else None
+
+# %% ../nbs/04_client.ipynb #cac4ed03
+@patch
+def preload(self: InferenceAPI) -> InferenceAPI:
+    "Import litellm now (about 5 s), so that the first provider call does not wait for it."
+    _litellm()
+    return self
+
 # %% ../nbs/04_client.ipynb #456ce7aa
 @patch
 def usage(self: InferenceAPI):
