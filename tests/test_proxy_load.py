@@ -15,7 +15,7 @@ from research_kit.proxy.app import init_proxy
 from research_kit.proxy.store import ProxyStore
 from research_kit.testing import ScriptedServer
 
-KEYS, CLIENTS_PER_KEY, REQUESTS_PER_CLIENT, MAX_TOKENS = 20, 10, 4, 16
+KEYS, CLIENTS_PER_KEY, REQUESTS_PER_CLIENT, MAX_TOKENS = 20, 10, 3, 16
 TOKENS, BUDGET = 300, 4.5e-4
 PRICE_IN, PRICE_OUT = 1e-6, 2e-6
 
@@ -53,7 +53,7 @@ def _setup(d, upstream):
 
 
 async def _load(urls, keys):
-    "200 clients (10 per key), each asking 4 new questions in turn, spread over `urls`; the answers per key."
+    "200 clients (10 per key), each asking 3 new questions in turn, spread over `urls`; the answers per key."
     out = {k: [] for k in keys}
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=250), timeout=60) as client:
         async def one_client(i, key, c):

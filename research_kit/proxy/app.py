@@ -6,8 +6,9 @@
 __all__ = ['DEFAULT_MODELS', 'ModelSpec', 'ProxyConfig', 'write_config', 'init_proxy', 'Gateway', 'make_app', 'ProxyServer',
            'serve']
 
-# %% ../../nbs/71_proxy_app.ipynb #0bf69bd9
+# %% ../../nbs/71_proxy_app.ipynb #7acf2085
 import asyncio
+import itertools
 import math
 import os
 import re
@@ -26,7 +27,7 @@ from ..messages import Prompt, approx_tokens
 from .store import ProxyError, ProxyStore
 from .web import page_csp, page_html
 
-# %% ../../nbs/71_proxy_app.ipynb #ff5a4c09
+# %% ../../nbs/71_proxy_app.ipynb #8528995f
 @dataclass(frozen=True)
 class ModelSpec:
     "A served model: the name clients send, the litellm model behind it, its group, prices and token cap."
@@ -43,7 +44,7 @@ class ModelSpec:
         "USD for this many tokens."
         return prompt_tokens * self.input_cost_per_token + completion_tokens * self.output_cost_per_token
 
-# %% ../../nbs/71_proxy_app.ipynb #25190ce8
+# %% ../../nbs/71_proxy_app.ipynb #09582c3c
 @patch(as_prop=True)
 def params(self: ModelSpec) -> dict:
     "The litellm parameters of a call to this model: api_base and the key from the environment."
@@ -55,7 +56,7 @@ def params(self: ModelSpec) -> dict:
     elif self.api_base: p["api_key"] = "none"  # a self-hosted server that wants no key; litellm still needs one
     return p
 
-# %% ../../nbs/71_proxy_app.ipynb #17f8c341
+# %% ../../nbs/71_proxy_app.ipynb #250595be
 _MODEL_FIELDS = {"model": str, "group": str, "api_base": str, "api_key_env": str, "input_cost_per_token": float,
                  "output_cost_per_token": float, "max_tokens": int}
 DEFAULT_MODELS = {"local/gemma-3-270m": {"model": "local/gemma-3-270m", "group": "local", "max_tokens": 256}}
@@ -74,7 +75,7 @@ def _model_spec(path, name: str, d: dict) -> ModelSpec:
         kw.setdefault("output_cost_per_token", info.get("output_cost_per_token") or 0.0)
     return ModelSpec(name=name, **kw)
 
-# %% ../../nbs/71_proxy_app.ipynb #20be5b30
+# %% ../../nbs/71_proxy_app.ipynb #47929698
 @dataclass
 class ProxyConfig:
     "The proxy's settings (proxy.yaml in its dir): the models it serves and its request limits."
@@ -98,7 +99,7 @@ class ProxyConfig:
         if d: raise ValueError(f"{path}: unknown setting(s) {sorted(d)}; the settings are models, max_body_bytes, timeout, max_attempts, concurrency")
         return cls({n: _model_spec(path, n, m) for n, m in models.items()}, **settings, path=path)
 
-# %% ../../nbs/71_proxy_app.ipynb #f9ce58dc
+# %% ../../nbs/71_proxy_app.ipynb #1fe88b95
 def write_config(dir,  # the proxy dir
                  models: dict | None = None,  # name -> model fields (see ModelSpec); default: the embedded model
                  **settings,  # max_body_bytes, timeout, max_attempts, concurrency
@@ -110,7 +111,7 @@ def write_config(dir,  # the proxy dir
     ProxyConfig.load(dir)  # refuse to leave a file that does not load
     return path
 
-# %% ../../nbs/71_proxy_app.ipynb #e18e52a6
+# %% ../../nbs/71_proxy_app.ipynb #1c2c6301
 def init_proxy(dir,  # the proxy dir to create (it may exist, but must hold no store yet)
                models: dict | None = None,  # name -> model fields; default: the embedded model
                **settings,  # proxy.yaml settings: max_body_bytes, timeout, max_attempts, concurrency
@@ -124,7 +125,7 @@ def init_proxy(dir,  # the proxy dir to create (it may exist, but must hold no s
     store.close()
     return secret
 
-# %% ../../nbs/71_proxy_app.ipynb #ebfde8de
+# %% ../../nbs/71_proxy_app.ipynb #ac28e868
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           413: "invalid_request_error", 429: "rate_limit_error", 502: "api_error", 504: "timeout_error"}
 
@@ -138,14 +139,14 @@ def _fail_of(e: ProxyError) -> _Fail:
     ra = getattr(e, "retry_after", None)
     return _Fail(e.status, e.code, e.message, {"Retry-After": str(max(1, math.ceil(ra)))} if ra is not None else None)
 
-# %% ../../nbs/71_proxy_app.ipynb #6f9e1c78
+# %% ../../nbs/71_proxy_app.ipynb #ddd197e4
 def _error_response(f: _Fail):
     from starlette.responses import Response
     kind = "insufficient_quota" if f.code == "insufficient_quota" else _TYPES.get(f.status, "api_error")
     body = {"error": {"message": f.message, "type": kind, "code": f.code, "param": None}}
     return Response(orjson.dumps(body), status_code=f.status, headers=f.headers, media_type="application/json")
 
-# %% ../../nbs/71_proxy_app.ipynb #dd815e6d
+# %% ../../nbs/71_proxy_app.ipynb #a937d007
 def _upstream_fail(e: Exception) -> _Fail:
     "The 502/504 (or 400) for an exception InferenceAPI raised."
     from research_kit.retry import InferenceError, RequestRejected
@@ -159,7 +160,7 @@ def _upstream_fail(e: Exception) -> _Fail:
         return _Fail(400, "context_length_exceeded", f"the model refused the request: {cause}")
     return _Fail(502, "upstream_error", f"the model behind the proxy failed: {cause}")
 
-# %% ../../nbs/71_proxy_app.ipynb #33f9d73c
+# %% ../../nbs/71_proxy_app.ipynb #b1c80fca
 async def _read_body(request, limit: int) -> bytes:
     "The request body, refusing (413) one larger than `limit` bytes without reading it all."
     n = request.headers.get("content-length")
@@ -178,7 +179,7 @@ def _json(raw: bytes) -> dict:
     if not isinstance(body, dict): raise _Fail(400, "invalid_json", "the request body must be a JSON object")
     return body
 
-# %% ../../nbs/71_proxy_app.ipynb #692e1c51
+# %% ../../nbs/71_proxy_app.ipynb #2e7330db
 _PASS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
          "response_format", "logprobs", "top_logprobs")
 _REFUSE = ("tools", "functions", "tool_choice", "function_call", "audio", "modalities")
@@ -193,7 +194,7 @@ class _Chat:
     include_usage: bool
     max_tokens: int
 
-# %% ../../nbs/71_proxy_app.ipynb #c55ae67b
+# %% ../../nbs/71_proxy_app.ipynb #594dbc7f
 def _chat_request(body: dict, models: dict) -> _Chat:
     "The parsed chat request, or a 400/404 naming the field."
     name = body.get("model")
@@ -211,17 +212,19 @@ def _chat_request(body: dict, models: dict) -> _Chat:
     so = body.get("stream_options") or {}
     return _Chat(spec, prompt, n, params, bool(body.get("stream")), bool(so.get("include_usage")), mt)
 
-# %% ../../nbs/71_proxy_app.ipynb #d947f5c6
+# %% ../../nbs/71_proxy_app.ipynb #cacb9dca
+_ID_PREFIX, _ids = uuid.uuid4().hex[:12], itertools.count()  # unique response ids without a urandom call per request
+
 def _completion(chat: _Chat, out: list, extra: dict) -> dict:
     "OpenAI's chat.completion for the responses `out`, with the proxy's figures under 'proxy'."
     pt, ct = sum(r.prompt_tokens for r in out), sum(r.completion_tokens for r in out)
     choices = [{"index": i, "message": {"role": "assistant", "content": r.completion}, "logprobs": None,
                 "finish_reason": r.finish_reason or "stop"} for i, r in enumerate(out)]
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+    return {"id": f"chatcmpl-{_ID_PREFIX}{next(_ids):08x}", "object": "chat.completion", "created": int(time.time()),
             "model": chat.spec.name, "choices": choices, "system_fingerprint": None,
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}, "proxy": extra}
 
-# %% ../../nbs/71_proxy_app.ipynb #f662a525
+# %% ../../nbs/71_proxy_app.ipynb #3aa7dc18
 def _pieces(text: str) -> list[str]:
     "The text in word-sized deltas, as a streaming model would send it."
     return re.findall(r"\s*\S+|\s+", text) or [""]
@@ -238,7 +241,7 @@ def _chunks(done: dict, include_usage: bool) -> list[dict]:
     if include_usage: out.append(head | {"choices": [], "usage": done["usage"], "proxy": done["proxy"]})
     return out
 
-# %% ../../nbs/71_proxy_app.ipynb #ab6f917c
+# %% ../../nbs/71_proxy_app.ipynb #b9c65a79
 class Gateway:
     "The proxy's state and request handlers: config, key store and one InferenceAPI."
     def __init__(self, dir,  # the proxy dir (proxy.yaml, proxy.db, cache/)
@@ -258,7 +261,7 @@ class Gateway:
         "Write the ledger's last rows and close the store and the client."
         self.store.close(); self.api.close()
 
-# %% ../../nbs/71_proxy_app.ipynb #2edb9fe7
+# %% ../../nbs/71_proxy_app.ipynb #bc7f782e
 def _bearer(request) -> str | None:
     h = request.headers.get("authorization", "")
     return h[7:].strip() if h[:7].lower() == "bearer " else None
@@ -269,7 +272,7 @@ def _key(self: Gateway, secret: str | None):
     try: return self.store.authenticate(secret)
     except ProxyError as e: raise _fail_of(e) from None
 
-# %% ../../nbs/71_proxy_app.ipynb #5581629a
+# %% ../../nbs/71_proxy_app.ipynb #99f8ee6f
 @patch
 async def _checked(self: Gateway, key, spec: ModelSpec):
     "The request's lease once the model is allowed and the rate limits admit it; 403 / 429 otherwise."
@@ -294,7 +297,7 @@ def _log(self: Gateway, key, chat, t0: float, status: int, usage: dict | None = 
                    completion_tokens=usage.get("completion_tokens", 0), cost_usd=extra.get("cost_usd", 0.0),
                    saved_usd=extra.get("saved_usd", 0.0), latency_ms=ms, added_ms=extra.get("added_ms", ms))
 
-# %% ../../nbs/71_proxy_app.ipynb #4cd9e081
+# %% ../../nbs/71_proxy_app.ipynb #871a16dc
 @patch
 async def _answer(self: Gateway, key, chat: _Chat) -> tuple[list, float, float, float]:
     "(responses, cost charged, dollars saved by the cache, upstream seconds) of a chat request."
@@ -314,7 +317,7 @@ async def _answer(self: Gateway, key, chat: _Chat) -> tuple[list, float, float, 
     saved = sum(spec.price(r.prompt_tokens, r.completion_tokens) for r in out if r.cached)
     return out, used[1], saved, max((r.latency for r in fresh), default=0.0)
 
-# %% ../../nbs/71_proxy_app.ipynb #cc86ec98
+# %% ../../nbs/71_proxy_app.ipynb #6c12bb10
 @patch
 async def chat(self: Gateway, request):
     "POST /v1/chat/completions."
@@ -341,7 +344,7 @@ async def chat(self: Gateway, request):
         yield b"data: [DONE]\n\n"
     return StreamingResponse(events(), headers=headers | {"cache-control": "no-cache"}, media_type="text/event-stream")
 
-# %% ../../nbs/71_proxy_app.ipynb #59309bda
+# %% ../../nbs/71_proxy_app.ipynb #42f13e63
 @patch
 async def models(self: Gateway, request):
     "GET /v1/models: the models this key may use."
@@ -363,7 +366,7 @@ async def usage(self: Gateway, request):
     except _Fail as f: return _error_response(f)
     return Response(orjson.dumps(self.store.usage_summary(key), option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
-# %% ../../nbs/71_proxy_app.ipynb #3f987467
+# %% ../../nbs/71_proxy_app.ipynb #ccaaac54
 @patch
 def _admin(self: Gateway, request):
     key = self._key(_bearer(request))
@@ -396,7 +399,7 @@ def _create_key(self: Gateway, body: dict) -> dict:
     key, secret = self.store.create_key(**kw)
     return {"key": key.to_dict(), "secret": secret}
 
-# %% ../../nbs/71_proxy_app.ipynb #594107a9
+# %% ../../nbs/71_proxy_app.ipynb #24f72bc8
 @patch
 def _assessment_args(self: Gateway, f: dict) -> dict:
     "The checked arguments of an /assessment request; a 400 naming the field."
@@ -413,7 +416,7 @@ def _assessment_args(self: Gateway, f: dict) -> dict:
             "num_responses": p.num_responses, "temperature": p.temperature, "remove_comments": p.remove_comments,
             "response_type": p.response_type}
 
-# %% ../../nbs/71_proxy_app.ipynb #ef462c25
+# %% ../../nbs/71_proxy_app.ipynb #658a5765
 @patch
 async def _assess(self: Gateway, key, a: dict) -> dict:
     "code.org's assessment answer, reserved, charged and logged like a chat request."
@@ -437,7 +440,7 @@ async def _assess(self: Gateway, key, a: dict) -> dict:
                    cost_usd=used[1], saved_usd=price if cached else 0.0, latency_ms=(time.perf_counter() - t0) * 1000, added_ms=0.0)
     return out
 
-# %% ../../nbs/71_proxy_app.ipynb #13e1ae58
+# %% ../../nbs/71_proxy_app.ipynb #10fa65d0
 async def _form(request, limit: int) -> dict:
     "The fields of a form-encoded, multipart or JSON body."
     if (request.headers.get("content-type") or "").startswith("application/json"): return _json(await _read_body(request, limit))
@@ -462,7 +465,7 @@ async def assessment(self: Gateway, request):
         return _error_response(e)
     return Response(orjson.dumps(out), media_type="application/json")
 
-# %% ../../nbs/71_proxy_app.ipynb #118af891
+# %% ../../nbs/71_proxy_app.ipynb #6426305c
 @patch
 async def page(self: Gateway, request):
     "GET /: the web page."
@@ -475,7 +478,7 @@ async def _not_found(request, exc):
     return _error_response(_Fail(exc.status_code, "not_found" if exc.status_code == 404 else "method_not_allowed",
                                  f"{request.method} {request.url.path}: no such endpoint; see GET /v1/models, POST /v1/chat/completions, GET /v1/usage, POST /assessment"))
 
-# %% ../../nbs/71_proxy_app.ipynb #5786b068
+# %% ../../nbs/71_proxy_app.ipynb #d5b5d935
 def make_app(dir,  # the proxy dir
              redis_url: str | None = None,  # share counters and cache through this Redis (several proxy processes)
              api=None,  # an InferenceAPI to use instead of the proxy's own
@@ -498,7 +501,7 @@ def make_app(dir,  # the proxy dir
     app.state.gateway = g
     return app
 
-# %% ../../nbs/71_proxy_app.ipynb #61f805c4
+# %% ../../nbs/71_proxy_app.ipynb #53beae46
 def _uvicorn_config(app, **kw):
     import importlib.util, uvicorn
     fast = {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -524,7 +527,7 @@ class ProxyServer:
     def __exit__(self, *exc): self.stop()
     def __repr__(self): return f"ProxyServer({self.url}, dir={self.dir})"
 
-# %% ../../nbs/71_proxy_app.ipynb #106cef3a
+# %% ../../nbs/71_proxy_app.ipynb #fd6cab3c
 @patch
 def start(self: ProxyServer) -> ProxyServer:
     "Bind, start serving in a thread, and return once it answers."
@@ -549,7 +552,7 @@ def stop(self: ProxyServer):
         self._server.should_exit = True
         self._thread.join(10)
 
-# %% ../../nbs/71_proxy_app.ipynb #8ffc17b3
+# %% ../../nbs/71_proxy_app.ipynb #8ff90c7b
 def serve(dir,  # the proxy dir (made by `rk proxy init`)
           host: str = "127.0.0.1",  # the interface; anything but loopback exposes it to the network
           port: int = 8790,  # the port
