@@ -255,7 +255,7 @@ class Gateway:
         self.api = api or InferenceAPI(cache_dir=self.dir / "cache", cache="redis" if redis_url else None, redis_url=redis_url,
                                        timeout=self.config.timeout, max_attempts=self.config.max_attempts,
                                        concurrency={"*": self.config.concurrency, "local": 1})
-        self._page = None
+        self._page, self._overhead = None, {}  # the page's HTML; prompt tokens each model adds beyond the estimate
 
     def close(self):
         "Write the ledger's last rows and close the store and the client."
@@ -304,7 +304,7 @@ async def _answer(self: Gateway, key, chat: _Chat) -> tuple[list, float, float, 
     spec, api = chat.spec, self.api
     hit = api.cached(spec.model, chat.prompt, n=chat.n, **chat.params, **spec.params)
     if hit is not None: return hit, 0.0, sum(spec.price(r.prompt_tokens, r.completion_tokens) for r in hit), 0.0
-    pt = sum(approx_tokens(m.content) for m in chat.prompt.messages)
+    pt = sum(approx_tokens(m.content) for m in chat.prompt.messages) + self._overhead.get(spec.name, 0)
     worst = chat.n * (pt + chat.max_tokens)
     res = await self._reserve(key, spec, worst, chat.n * spec.price(pt, chat.max_tokens))
     used = (0, 0.0)
@@ -312,6 +312,8 @@ async def _answer(self: Gateway, key, chat: _Chat) -> tuple[list, float, float, 
         out = await api.acall(spec.model, chat.prompt, n=chat.n, **chat.params, **spec.params)
         fresh = [r for r in out if not r.cached]
         used = (sum(r.total_tokens for r in fresh), sum(spec.price(r.prompt_tokens, r.completion_tokens) for r in fresh))
+        if chat.n == 1 and fresh and fresh[0].prompt_tokens > pt:  # a chat template or tokenizer counts more: learn it
+            self._overhead[spec.name] = self._overhead.get(spec.name, 0) + fresh[0].prompt_tokens - pt
     except Exception as e: raise _upstream_fail(e) from e
     finally: await self.store.settle(res, *used)
     saved = sum(spec.price(r.prompt_tokens, r.completion_tokens) for r in out if r.cached)
@@ -422,7 +424,7 @@ async def _assess(self: Gateway, key, a: dict) -> dict:
     "code.org's assessment answer, reserved, charged and logged like a chat request."
     from research_kit.rubric.grading import aassess, GradingTooLarge, InvalidGrading
     spec, t0 = a.pop("spec"), time.perf_counter()
-    pt = approx_tokens(" ".join([a["code"], a["prompt"], a["rubric"], orjson.dumps(a["examples"]).decode()]))
+    pt = approx_tokens(" ".join([a["code"], a["prompt"], a["rubric"], orjson.dumps(a["examples"]).decode()])) + self._overhead.get(spec.name, 0)
     worst = a["num_responses"] * (pt + spec.max_tokens)
     res, used = await self._reserve(key, spec, worst, a["num_responses"] * spec.price(pt, spec.max_tokens)), (0, 0.0)
     try:
