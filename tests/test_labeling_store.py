@@ -83,7 +83,10 @@ def test_killed_mid_save_loses_at_most_that_label(tmp_path):
             printed.append(int(line))
         time.sleep(rng.uniform(0, 0.005))  # a random moment, most likely inside a save
         proc.send_signal(signal.SIGKILL)
-        rest, err = proc.communicate(timeout=10)
+        proc.wait(10)
+        # read the rest through the same buffered file readline used: communicate() would read the pipe's fd
+        # directly and miss the lines readline had already buffered
+        rest, err = proc.stdout.read(), proc.stderr.read()
         printed += [int(x) for x in rest.split()]
         assert proc.returncode == -signal.SIGKILL and len(printed) >= stop_after, err[-2000:]
         assert _integrity(path) == "ok"
